@@ -1,0 +1,119 @@
+"""Offline gates: does the candidate deserve to go further? Pure functions of metrics and the spec.
+
+Every gate reports its actual value, threshold and verdict, so a rejected promotion says exactly why
+and a passing one records the evidence. Advisory gates (`enforce: false`) are evaluated and reported
+but never block, so a new gate can be trialled before it is trusted.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from promoter.spec import Gates
+
+Verdict = Literal["pass", "fail", "skipped"]
+GATE_REPORT_ARTIFACT = "gate_report.json"
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Literal["absolute", "per_class", "regression"]
+    metric: str
+    actual: float | None
+    threshold: float | None
+    comparison: Literal[">="] = ">="
+    verdict: Verdict
+    enforced: bool
+    detail: str = ""
+
+
+class ModelEvidence(BaseModel):
+    """Who was measured: a run, optionally a registered version, and its held-out metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    version: str | None = None
+    metrics: dict[str, float]
+
+
+class GateReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    promotion: str
+    data_version: str
+    data_sha256: str
+    split: str
+    samples: int
+    candidate: ModelEvidence
+    champion: ModelEvidence | None
+    gates: list[GateResult]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def passed(self) -> bool:
+        return all(g.verdict != "fail" for g in self.gates if g.enforced)
+
+    @property
+    def blocking_failures(self) -> list[GateResult]:
+        return [g for g in self.gates if g.enforced and g.verdict == "fail"]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+
+def _floor(name: str, kind: Literal["absolute", "per_class"], metric: str, actual: float | None,
+           minimum: float, enforce: bool) -> GateResult:
+    if actual is None:
+        return GateResult(name=name, kind=kind, metric=metric, actual=None, threshold=minimum,
+                          verdict="fail", enforced=enforce, detail=f"metric {metric!r} was not measured")
+    return GateResult(name=name, kind=kind, metric=metric, actual=actual, threshold=minimum,
+                      verdict="pass" if actual >= minimum else "fail", enforced=enforce)
+
+
+def evaluate_gates(
+    gates: Gates,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    class_names: tuple[str, ...],
+) -> list[GateResult]:
+    """One result per absolute floor, per class and metric floor, and the champion regression check.
+
+    A metric the spec names but the evaluation did not produce fails its gate: a typo in a gate must
+    not silently pass.
+    """
+    results = [
+        _floor(f"absolute.{metric}", "absolute", metric, candidate.get(metric), rule.min, rule.enforce)
+        for metric, rule in gates.absolute.items()
+    ]
+    for metric, rule in gates.per_class.items():
+        for class_name in class_names:
+            key = f"class/{class_name}/{metric}"
+            results.append(
+                _floor(f"perClass.{metric}[{class_name}]", "per_class", key, candidate.get(key), rule.min, rule.enforce)
+            )
+    if gates.regression is not None:
+        rule = gates.regression
+        name = f"regression.{rule.metric}"
+        actual = candidate.get(rule.metric)
+        if champion is None:
+            results.append(GateResult(name=name, kind="regression", metric=rule.metric, actual=actual,
+                                      threshold=None, verdict="skipped", enforced=rule.enforce,
+                                      detail="no @champion yet: nothing to regress against"))
+        elif actual is None or rule.metric not in champion:
+            results.append(GateResult(name=name, kind="regression", metric=rule.metric, actual=actual,
+                                      threshold=None, verdict="fail", enforced=rule.enforce,
+                                      detail=f"metric {rule.metric!r} missing for candidate or champion"))
+        else:
+            threshold = champion[rule.metric] - rule.max_drop
+            results.append(GateResult(
+                name=name, kind="regression", metric=rule.metric, actual=actual, threshold=threshold,
+                verdict="pass" if actual >= threshold else "fail", enforced=rule.enforce,
+                detail=f"champion {champion[rule.metric]:.4f} - maxDrop {rule.max_drop}",
+            ))
+    return results

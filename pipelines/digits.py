@@ -1,0 +1,93 @@
+"""The reference pipeline: scikit-learn's bundled 8x8 handwritten digits and a small CNN."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure
+from pydantic import Field
+from sklearn.datasets import load_digits
+import torch
+from torch import nn
+
+from promoter.pipelines.contract import Pipeline
+from promoter.pipelines.data import Dataset, DataSource, InMemorySource
+from promoter.pipelines.metrics import ClassificationReport
+from promoter.pipelines.training import TrainConfig
+
+
+class DigitsConfig(TrainConfig):
+    epochs: int = Field(default=8, ge=1, le=10_000)
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    channels: int = Field(default=32, ge=4, le=512)
+
+
+def load_digits_v1() -> Dataset:
+    bunch = load_digits()
+    return Dataset(
+        name="digits",
+        version="v1",
+        features=bunch.images.astype(np.float32)[:, None, :, :],  # N x 1 x 8 x 8, pixel values 0..16
+        labels=bunch.target.astype(np.int64),
+        class_names=tuple(str(d) for d in range(10)),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and global pooling: size-agnostic, so 8x8 and upscaled 32x32 inputs both fit."""
+
+    def __init__(self, channels: int, n_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * channels),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * channels, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # type: ignore[no-any-return]
+
+
+class DigitsPipeline(Pipeline):
+    name = "digits"
+    config_type = DigitsConfig
+
+    def data_source(self) -> DataSource:
+        return InMemorySource("digits", {"v1": load_digits_v1})
+
+    def build_body(self, config: TrainConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+        assert isinstance(config, DigitsConfig)
+        if len(input_shape) != 3 or input_shape[0] != 1:
+            raise ValueError(f"digits expects 1 x H x W images, got {input_shape}")
+        return SmallCNN(config.channels, n_classes)
+
+    def failure_figure(
+        self, features: npt.NDArray[np.float32], report: ClassificationReport, limit: int = 36
+    ) -> Figure | None:
+        rows = self.worst_failures(report, limit)
+        if len(rows) == 0:
+            return None
+        side = math.ceil(math.sqrt(len(rows)))
+        figure = Figure(figsize=(1.3 * side, 1.5 * side), dpi=100)
+        for slot, row in enumerate(rows):
+            axes = figure.add_subplot(side, side, slot + 1)
+            axes.imshow(features[row, 0], cmap="gray_r")
+            predicted = report.class_names[report.y_pred[row]]
+            confidence = report.probabilities[row, report.y_pred[row]]
+            axes.set_title(f"{report.class_names[report.y_true[row]]}→{predicted} {confidence:.2f}", fontsize=7)
+            axes.axis("off")
+        figure.suptitle("worst failures: true→predicted confidence", fontsize=9)
+        figure.tight_layout()
+        return figure

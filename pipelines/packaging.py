@@ -1,0 +1,146 @@
+"""A trained pipeline as an MLflow model: weights + a small manifest, rebuilt through the catalogue.
+
+Weights are stored as a state dict rather than a pickled module, so a model survives refactors of
+the training code as long as the architecture is the same. `ModelBundle` is the in-process form the
+inference server uses directly (no pandas round trip); `PipelineModel` wraps it for MLflow's pyfunc
+API, so `mlflow models serve` and any MLflow client can load the same artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import numpy.typing as npt
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from torch import nn
+
+from promoter.pipelines.training import Standardize
+
+MODEL_NAME = "model"  # so that runs:/RUN/model resolves
+_MANIFEST = "promoter-model.json"
+_WEIGHTS = "weights.pt"
+
+
+class InputError(ValueError):
+    """The caller's input does not fit the model; safe to show to that caller."""
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    pipeline: str
+    config: dict[str, Any]
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"pipeline": self.pipeline, "config": self.config, "input_shape": list(self.input_shape),
+             "class_names": list(self.class_names)}, indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelManifest:
+        raw = json.loads(text)
+        return cls(pipeline=raw["pipeline"], config=raw["config"],
+                   input_shape=tuple(raw["input_shape"]), class_names=tuple(raw["class_names"]))
+
+
+class ModelBundle:
+    """A network ready for inference, with the contract needed to validate its inputs."""
+
+    def __init__(self, manifest: ModelManifest, network: nn.Module) -> None:
+        self.manifest = manifest
+        self.network = network.eval()
+
+    @classmethod
+    def from_files(cls, manifest_path: Path, weights_path: Path) -> ModelBundle:
+        from promoter.pipelines import get_pipeline  # the catalogue imports every pipeline
+
+        manifest = ModelManifest.from_json(manifest_path.read_text())
+        pipeline = get_pipeline(manifest.pipeline)
+        config = pipeline.parse_config(manifest.config)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        body = pipeline.build_body(config, manifest.input_shape, len(manifest.class_names))
+        network = nn.Sequential(Standardize(state["0.mean"], state["0.std"]), body)
+        network.load_state_dict(state)
+        return cls(manifest, network)
+
+    def validate(self, inputs: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        expected = self.manifest.input_shape
+        if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
+            raise InputError(
+                f"expected inputs of shape [batch, {', '.join(map(str, expected))}], got {list(inputs.shape)}"
+            )
+        if not np.issubdtype(inputs.dtype, np.number) or np.issubdtype(inputs.dtype, np.complexfloating):
+            raise InputError(f"expected real numbers, got dtype {inputs.dtype}")
+        as_float = inputs.astype(np.float32, copy=False)
+        if not np.isfinite(as_float).all():
+            raise InputError("inputs contain NaN or infinity")
+        return as_float
+
+    def predict_proba(self, inputs: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        batch = torch.from_numpy(np.ascontiguousarray(self.validate(inputs)))
+        with torch.inference_mode():
+            return torch.softmax(self.network(batch), dim=1).numpy()
+
+
+class PipelineModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """MLflow's view of a ModelBundle: tensor in, class probabilities out."""
+
+    bundle: ModelBundle
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = ModelBundle.from_files(
+            Path(context.artifacts["manifest"]), Path(context.artifacts["weights"])
+        )
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        return self.bundle.predict_proba(np.asarray(model_input))
+
+
+def signature_for(input_shape: tuple[int, ...], n_classes: int) -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes))]),
+    )
+
+
+def log_pipeline_model(
+    network: nn.Module, manifest: ModelManifest, input_example: npt.NDArray[np.float32]
+) -> str:
+    """Log under the active run as `model`; returns the model URI."""
+    cpu_state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
+    with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+        weights = Path(scratch) / _WEIGHTS
+        manifest_path = Path(scratch) / _MANIFEST
+        torch.save(cpu_state, weights)
+        manifest_path.write_text(manifest.to_json())
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=PipelineModel(),
+            artifacts={"manifest": str(manifest_path), "weights": str(weights)},
+            signature=signature_for(manifest.input_shape, len(manifest.class_names)),
+            input_example=input_example,
+            # Explicit requirements: inference by import tracing costs seconds per run and would
+            # list the training environment, not what serving needs.
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                              f"numpy=={np.__version__}", "promoter"],
+        )
+    return str(info.model_uri)
+
+
+def load_bundle(model_uri: str) -> ModelBundle:
+    """Load any promoter model (`runs:/RUN/model`, `models:/NAME/VERSION`) for in-process inference."""
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    python_model = loaded.unwrap_python_model()
+    if not isinstance(python_model, PipelineModel):
+        raise TypeError(f"{model_uri} is not a promoter pipeline model ({type(python_model).__name__})")
+    return python_model.bundle

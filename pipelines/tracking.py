@@ -1,0 +1,42 @@
+"""Where runs and models are recorded: MLFLOW_TRACKING_URI, or a SQLite file in the work directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_WORKDIR = Path(".promoter")
+
+
+def resolve_workdir(workdir: Path | None) -> Path:
+    chosen = workdir or Path(os.environ.get("PROMOTER_WORKDIR", DEFAULT_WORKDIR))
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen.resolve()
+
+
+def tracking_uri(workdir: Path) -> str:
+    return os.environ.get(TRACKING_ENV) or f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:", "/"))
+
+
+def configure_tracking(workdir: Path) -> MlflowClient:
+    uri = tracking_uri(workdir)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, name: str, workdir: Path) -> str:
+    """The experiment for a registered model; local stores keep artifacts beside the database."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    location = (workdir / "artifacts").as_uri() if _is_local(client.tracking_uri) else None
+    return str(client.create_experiment(name, artifact_location=location))

@@ -1,0 +1,50 @@
+"""A tiny tabular pipeline (scikit-learn's wine data, an MLP): proof that the contract is not image-only."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+from sklearn.datasets import load_wine
+from torch import nn
+
+from promoter.pipelines.contract import Pipeline
+from promoter.pipelines.data import Dataset, DataSource, InMemorySource
+from promoter.pipelines.training import TrainConfig
+
+
+class WineConfig(TrainConfig):
+    epochs: int = Field(default=60, ge=1, le=10_000)
+    lr: float = Field(default=5e-3, gt=0, le=10)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+    hidden: int = Field(default=32, ge=2, le=4096)
+
+
+def load_wine_v1() -> Dataset:
+    bunch = load_wine()
+    return Dataset(
+        name="wine",
+        version="v1",
+        features=bunch.data.astype(np.float32),
+        labels=bunch.target.astype(np.int64),
+        class_names=tuple(str(name) for name in bunch.target_names),
+    )
+
+
+class WinePipeline(Pipeline):
+    name = "wine"
+    config_type = WineConfig
+
+    def data_source(self) -> DataSource:
+        return InMemorySource("wine", {"v1": load_wine_v1})
+
+    def build_body(self, config: TrainConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+        assert isinstance(config, WineConfig)
+        if len(input_shape) != 1:
+            raise ValueError(f"wine expects flat feature vectors, got {input_shape}")
+        return nn.Sequential(
+            nn.Linear(input_shape[0], config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, n_classes),
+        )

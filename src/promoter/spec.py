@@ -1,0 +1,244 @@
+"""The ModelPromotion resource: the one contract shared by the CLI, the pipelines and the operator.
+
+The same YAML is run locally (`promoter run`) and applied with kubectl, so these models are the
+source of truth for the CRD schema too. Field names are camelCase on the wire (Kubernetes style)
+and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "mlops.promoter.dev/v1alpha1"
+KIND = "ModelPromotion"
+
+# Kubernetes object names (RFC 1123 subdomain) and MLflow registered model names we accept.
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class SpecError(ValueError):
+    """A ModelPromotion that cannot be accepted; the message names every offending field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Threshold(_Model):
+    """A floor on a metric. `enforce: false` makes the gate advisory: evaluated, reported, never blocking."""
+
+    min: Fraction
+    enforce: bool = True
+
+
+def _as_threshold(value: Any) -> Any:
+    return {"min": value} if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class RegressionGate(_Model):
+    """The candidate may not fall more than `max_drop` below the current champion on `metric`."""
+
+    metric: str = "accuracy"
+    max_drop: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    enforce: bool = True
+
+
+class Gates(_Model):
+    """Offline gates, evaluated on the held-out split. A bare number is shorthand for `{min: N}`."""
+
+    absolute: dict[str, Threshold] = Field(default_factory=dict)
+    per_class: dict[str, Threshold] = Field(default_factory=dict)
+    regression: RegressionGate | None = None
+
+    @field_validator("absolute", "per_class", mode="before")
+    @classmethod
+    def _expand_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: _as_threshold(v) for key, v in value.items()}
+        return value
+
+
+class DataRef(_Model):
+    version: str = Field(min_length=1)
+    # Optional pin: when set, training refuses data whose content hash differs.
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class GitRef(_Model):
+    revision: str = Field(default="HEAD", min_length=1)
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Resources(_Model):
+    """Scheduling of the training step in a cluster; locally CUDA is used when present."""
+
+    gpu: Annotated[int, Field(ge=0, le=16)] = 0
+    cpu: str | None = None
+    memory: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class TrainSource(_Model):
+    pipeline: str = Field(min_length=1)
+    data: DataRef
+    git: GitRef = GitRef()
+    params: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Resources()
+
+
+class Source(_Model):
+    """Exactly one of: train a new candidate, or promote an already registered version."""
+
+    train: TrainSource | None = None
+    model_version: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.train is None) == (self.model_version is None):
+            raise ValueError("exactly one of 'train' or 'modelVersion' must be set")
+        return self
+
+
+class LoadTest(_Model):
+    users: Annotated[int, Field(ge=1, le=10_000)] = 20
+    spawn_rate: Annotated[float, Field(gt=0)] = 10.0
+    duration: str = "15s"
+    max_p95_ms: Annotated[float, Field(gt=0)] | None = None
+    max_error_rate: Fraction | None = None
+    min_rps: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_format(cls, value: str) -> str:
+        if not _DURATION.match(value):
+            raise ValueError("must be a duration such as '500ms', '15s', '2m' or '1h'")
+        return value
+
+    @property
+    def duration_seconds(self) -> float:
+        match = _DURATION.match(self.duration)
+        assert match is not None  # guaranteed by the validator
+        return float(match["value"]) * _DURATION_UNITS[match["unit"]]
+
+
+class Rollout(_Model):
+    name: str = Field(min_length=1, max_length=63)
+    load_test: LoadTest = LoadTest()
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS_NAME.match(value):
+            raise ValueError("must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
+        return value
+
+
+class Approval(_Model):
+    required: bool = False
+
+
+class PromotionSpec(_Model):
+    model: str = Field(min_length=1, max_length=256)
+    source: Source
+    gates: Gates = Gates()
+    rollout: Rollout | None = None
+    approval: Approval = Approval()
+
+
+class Metadata(_Model):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS_NAME.match(value):
+            raise ValueError("must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
+        return value
+
+
+class ModelPromotion(_Model):
+    api_version: Literal["mlops.promoter.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelPromotion"]
+    metadata: Metadata
+    spec: PromotionSpec
+
+    @property
+    def train(self) -> TrainSource:
+        """The training source; callers that train must only be reached for train promotions."""
+        if self.spec.source.train is None:
+            raise SpecError(f"{self.metadata.name}: spec.source has no 'train' (it promotes a version)")
+        return self.spec.source.train
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The resource as it is applied with kubectl (camelCase, defaults omitted)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True) | {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+        }
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith(("function-", "model-")) or part in {"float", "int", "Threshold"}:
+            continue  # pydantic's internal union/validator branch names, not fields
+        else:
+            path += f".{part}" if path else part
+    return path or "(root)"
+
+
+def parse_promotion(document: Any, *, origin: str = "<input>") -> ModelPromotion:
+    """Validate a parsed YAML/JSON document; errors name each field, e.g. `spec.gates.absolute.accuracy.min`."""
+    if not isinstance(document, dict):
+        raise SpecError(f"{origin}: expected a ModelPromotion mapping, got {type(document).__name__}")
+    try:
+        return ModelPromotion.model_validate(document)
+    except ValidationError as exc:
+        lines = [f"{origin}: invalid ModelPromotion"]
+        for error in exc.errors():
+            lines.append(f"  {_field_path(error['loc'])}: {error['msg']}")
+        raise SpecError("\n".join(lines)) from None
+
+
+def load_promotion(path: Path) -> ModelPromotion:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_promotion(document, origin=str(path))
