@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from promoter.spec import Gates
+from promoter.spec import Gates, RegressionGate
 
 Verdict = Literal["pass", "fail", "skipped"]
 GATE_REPORT_ARTIFACT = "gate_report.json"
@@ -67,13 +67,34 @@ class GateReport(BaseModel):
         return self.model_dump_json(indent=2) + "\n"
 
 
-def _floor(name: str, kind: Literal["absolute", "per_class"], metric: str, actual: float | None,
-           minimum: float, enforce: bool) -> GateResult:
+def _floor(
+    name: str,
+    kind: Literal["absolute", "per_class"],
+    metric: str,
+    actual: float | None,
+    minimum: float,
+    enforce: bool,
+) -> GateResult:
     if actual is None:
-        return GateResult(name=name, kind=kind, metric=metric, actual=None, threshold=minimum,
-                          verdict="fail", enforced=enforce, detail=f"metric {metric!r} was not measured")
-    return GateResult(name=name, kind=kind, metric=metric, actual=actual, threshold=minimum,
-                      verdict="pass" if actual >= minimum else "fail", enforced=enforce)
+        return GateResult(
+            name=name,
+            kind=kind,
+            metric=metric,
+            actual=None,
+            threshold=minimum,
+            verdict="fail",
+            enforced=enforce,
+            detail=f"metric {metric!r} was not measured",
+        )
+    return GateResult(
+        name=name,
+        kind=kind,
+        metric=metric,
+        actual=actual,
+        threshold=minimum,
+        verdict="pass" if actual >= minimum else "fail",
+        enforced=enforce,
+    )
 
 
 def evaluate_gates(
@@ -95,25 +116,41 @@ def evaluate_gates(
         for class_name in class_names:
             key = f"class/{class_name}/{metric}"
             results.append(
-                _floor(f"perClass.{metric}[{class_name}]", "per_class", key, candidate.get(key), rule.min, rule.enforce)
+                _floor(
+                    f"perClass.{metric}[{class_name}]",
+                    "per_class",
+                    key,
+                    candidate.get(key),
+                    rule.min,
+                    rule.enforce,
+                )
             )
     if gates.regression is not None:
-        rule = gates.regression
-        name = f"regression.{rule.metric}"
-        actual = candidate.get(rule.metric)
-        if champion is None:
-            results.append(GateResult(name=name, kind="regression", metric=rule.metric, actual=actual,
-                                      threshold=None, verdict="skipped", enforced=rule.enforce,
-                                      detail="no @champion yet: nothing to regress against"))
-        elif actual is None or rule.metric not in champion:
-            results.append(GateResult(name=name, kind="regression", metric=rule.metric, actual=actual,
-                                      threshold=None, verdict="fail", enforced=rule.enforce,
-                                      detail=f"metric {rule.metric!r} missing for candidate or champion"))
-        else:
-            threshold = champion[rule.metric] - rule.max_drop
-            results.append(GateResult(
-                name=name, kind="regression", metric=rule.metric, actual=actual, threshold=threshold,
-                verdict="pass" if actual >= threshold else "fail", enforced=rule.enforce,
-                detail=f"champion {champion[rule.metric]:.4f} - maxDrop {rule.max_drop}",
-            ))
+        results.append(_regression(gates.regression, candidate, champion))
     return results
+
+
+def _regression(
+    rule: RegressionGate, candidate: dict[str, float], champion: dict[str, float] | None
+) -> GateResult:
+    actual = candidate.get(rule.metric)
+    threshold: float | None = None
+    if champion is None:
+        verdict: Verdict = "skipped"
+        detail = "no @champion yet: nothing to regress against"
+    elif actual is None or rule.metric not in champion:
+        verdict, detail = "fail", f"metric {rule.metric!r} missing for candidate or champion"
+    else:
+        threshold = champion[rule.metric] - rule.max_drop
+        verdict = "pass" if actual >= threshold else "fail"
+        detail = f"champion {champion[rule.metric]:.4f} - maxDrop {rule.max_drop}"
+    return GateResult(
+        name=f"regression.{rule.metric}",
+        kind="regression",
+        metric=rule.metric,
+        actual=actual,
+        threshold=threshold,
+        verdict=verdict,
+        enforced=rule.enforce,
+        detail=detail,
+    )

@@ -6,7 +6,7 @@ from promoter.pipelines.contract import Pipeline
 from promoter.spec import SpecError
 
 
-def _catalogue() -> dict[str, type[Pipeline]]:
+def catalogue() -> dict[str, type[Pipeline]]:
     from promoter.pipelines.digits import DigitsPipeline
     from promoter.pipelines.wine import WinePipeline
 
@@ -14,13 +14,13 @@ def _catalogue() -> dict[str, type[Pipeline]]:
 
 
 def get_pipeline(name: str) -> Pipeline:
-    catalogue = _catalogue()
+    known = catalogue()
     try:
-        return catalogue[name]()
+        return known[name]()
     except KeyError:
         raise SpecError(
-            f"spec.source.train.pipeline: unknown pipeline {name!r} (known: {', '.join(sorted(catalogue))})"
+            f"spec.source.train.pipeline: unknown pipeline {name!r} (known: {', '.join(sorted(known))})"
         ) from None
 
 
-__all__ = ["Pipeline", "get_pipeline"]
+__all__ = ["Pipeline", "catalogue", "get_pipeline"]

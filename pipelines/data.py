@@ -35,7 +35,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.labels):
-            raise DataError(f"{self.name}@{self.version}: {len(self.features)} rows but {len(self.labels)} labels")
+            raise DataError(
+                f"{self.name}@{self.version}: {len(self.features)} rows but {len(self.labels)} labels"
+            )
         if self.labels.min(initial=0) < 0 or self.labels.max(initial=0) >= len(self.class_names):
             raise DataError(f"{self.name}@{self.version}: labels outside 0..{len(self.class_names) - 1}")
 

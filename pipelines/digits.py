@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 from sklearn.datasets import load_digits
-import torch
 from torch import nn
 
 from promoter.pipelines.contract import Pipeline
@@ -86,7 +86,9 @@ class DigitsPipeline(Pipeline):
             axes.imshow(features[row, 0], cmap="gray_r")
             predicted = report.class_names[report.y_pred[row]]
             confidence = report.probabilities[row, report.y_pred[row]]
-            axes.set_title(f"{report.class_names[report.y_true[row]]}→{predicted} {confidence:.2f}", fontsize=7)
+            axes.set_title(
+                f"{report.class_names[report.y_true[row]]}→{predicted} {confidence:.2f}", fontsize=7
+            )
             axes.axis("off")
         figure.suptitle("worst failures: true→predicted confidence", fontsize=9)
         figure.tight_layout()

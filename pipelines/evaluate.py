@@ -13,15 +13,20 @@ from mlflow.tracking import MlflowClient
 from promoter.operator.gates import GATE_REPORT_ARTIFACT, GateReport, ModelEvidence, evaluate_gates
 from promoter.pipelines import get_pipeline
 from promoter.pipelines.contract import Pipeline
-from promoter.pipelines.data import Dataset, load_verified
-from promoter.pipelines.metrics import ClassificationReport, classification_report, confusion_matrix_figure, pr_curves_figure
+from promoter.pipelines.data import Dataset, SplitName, load_verified
+from promoter.pipelines.metrics import (
+    ClassificationReport,
+    classification_report,
+    confusion_matrix_figure,
+    pr_curves_figure,
+)
 from promoter.pipelines.packaging import MODEL_NAME, load_bundle
 from promoter.pipelines.tracking import configure_tracking
 from promoter.pipelines.train import DATA_VERSION_TAG, PIPELINE_TAG
 from promoter.spec import ModelPromotion
 
 CHAMPION_ALIAS = "champion"
-HELD_OUT_SPLIT = "test"
+HELD_OUT_SPLIT: SplitName = "test"
 
 
 class EvaluationError(RuntimeError):
@@ -54,18 +59,19 @@ def _score(model_uri: str, dataset: Dataset) -> ClassificationReport:
     return classification_report(dataset.labels[held_out], probabilities, dataset.class_names)
 
 
-def evaluate_candidate(promotion: ModelPromotion, run_id: str, workdir: Path,
-                       report_path: Path | None = None) -> Evaluation:
+def evaluate_candidate(
+    promotion: ModelPromotion, run_id: str, workdir: Path, report_path: Path | None = None
+) -> Evaluation:
     source = promotion.train
     client = configure_tracking(workdir)
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise EvaluationError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from None
-    trained_on = run.data.tags.get(DATA_VERSION_TAG)
-    if run.data.tags.get(PIPELINE_TAG) != source.pipeline or trained_on != source.data.version:
+    trained_by, trained_on = run.data.tags.get(PIPELINE_TAG), run.data.tags.get(DATA_VERSION_TAG)
+    if trained_by != source.pipeline or trained_on != source.data.version:
         raise EvaluationError(
-            f"run {run_id} was trained by pipeline {run.data.tags.get(PIPELINE_TAG)!r} on data {trained_on!r}, "
+            f"run {run_id} was trained by pipeline {trained_by!r} on data {trained_on!r}, "
             f"but the spec asks for {source.pipeline!r} on {source.data.version!r}"
         )
     pipeline = get_pipeline(source.pipeline)
@@ -77,8 +83,9 @@ def evaluate_candidate(promotion: ModelPromotion, run_id: str, workdir: Path,
     champion_evidence = None
     if champion_version is not None:
         champion = _score(f"models:/{promotion.spec.model}/{champion_version.version}", dataset)
-        champion_evidence = ModelEvidence(run_id=champion_version.run_id or "", version=champion_version.version,
-                                          metrics=champion.flat())
+        champion_evidence = ModelEvidence(
+            run_id=champion_version.run_id or "", version=str(champion_version.version), metrics=champion.flat()
+        )
 
     report = GateReport(
         model=promotion.spec.model,
@@ -89,8 +96,9 @@ def evaluate_candidate(promotion: ModelPromotion, run_id: str, workdir: Path,
         samples=len(candidate.y_true),
         candidate=ModelEvidence(run_id=run_id, metrics=candidate.flat()),
         champion=champion_evidence,
-        gates=evaluate_gates(promotion.spec.gates, candidate.flat(),
-                             champion.flat() if champion else None, dataset.class_names),
+        gates=evaluate_gates(
+            promotion.spec.gates, candidate.flat(), champion.flat() if champion else None, dataset.class_names
+        ),
     )
     _record(run_id, report, candidate, champion, pipeline, dataset)
     if report_path is not None:
@@ -99,20 +107,34 @@ def evaluate_candidate(promotion: ModelPromotion, run_id: str, workdir: Path,
     return Evaluation(report=report, candidate=candidate, champion=champion)
 
 
-def _record(run_id: str, report: GateReport, candidate: ClassificationReport,
-            champion: ClassificationReport | None, pipeline: Pipeline, dataset: Dataset) -> None:
+def _record(
+    run_id: str,
+    report: GateReport,
+    candidate: ClassificationReport,
+    champion: ClassificationReport | None,
+    pipeline: Pipeline,
+    dataset: Dataset,
+) -> None:
     held_out = dataset.split()[HELD_OUT_SPLIT]
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(candidate.flat())
         if champion is not None:
-            mlflow.log_metrics({f"champion/{key}": value for key, value in champion.flat().items()
-                                if not key.startswith("class/")})
+            mlflow.log_metrics(
+                {
+                    f"champion/{key}": value
+                    for key, value in champion.flat().items()
+                    if not key.startswith("class/")
+                }
+            )
         mlflow.log_figure(confusion_matrix_figure(candidate), "plots/confusion_matrix.png")
         mlflow.log_figure(pr_curves_figure(candidate), "plots/pr_curves.png")
         failures = pipeline.failure_figure(dataset.features[held_out], candidate)
         if failures is not None:
             mlflow.log_figure(failures, "plots/failures.png")
         mlflow.log_text(report.to_json(), GATE_REPORT_ARTIFACT)
-        mlflow.set_tags({"gate.decision": "pass" if report.passed else "fail",
-                         "gate.champion_version": report.champion.version if report.champion else "none"})
-
+        mlflow.set_tags(
+            {
+                "gate.decision": "pass" if report.passed else "fail",
+                "gate.champion_version": report.champion.version if report.champion else "none",
+            }
+        )

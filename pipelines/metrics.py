@@ -37,7 +37,7 @@ class ClassificationReport:
 
     @property
     def y_pred(self) -> npt.NDArray[np.int64]:
-        return self.probabilities.argmax(axis=1).astype(np.int64)
+        return np.asarray(self.probabilities.argmax(axis=1), dtype=np.int64)
 
     def flat(self) -> dict[str, float]:
         """The metric names that MLflow logs and gates refer to."""
@@ -52,9 +52,7 @@ def classification_report(
 ) -> ClassificationReport:
     labels = list(range(len(class_names)))
     y_pred = probabilities.argmax(axis=1)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class: dict[str, dict[str, float]] = {}
     for index, name in enumerate(class_names):
         positives = y_true == index
@@ -90,8 +88,15 @@ def confusion_matrix_figure(report: ClassificationReport) -> Figure:
     for i in range(n):
         for j in range(n):
             value = int(report.confusion[i, j])
-            axes.text(j, i, str(value), ha="center", va="center",
-                      color="white" if value > threshold else "black", fontsize=8)
+            axes.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if value > threshold else "black",
+                fontsize=8,
+            )
     axes.set_title(f"accuracy {report.accuracy:.4f}")
     figure.tight_layout()
     return figure

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel
 from mlflow.types import Schema, TensorSpec
 from torch import nn
 
@@ -26,6 +28,11 @@ from promoter.pipelines.training import Standardize
 
 MODEL_NAME = "model"  # so that runs:/RUN/model resolves
 _MANIFEST = "promoter-model.json"
+# MLflow would validate inputs from predict()'s type hints; ours are validated by the explicit
+# tensor signature and by ModelBundle.validate, so its advice about `list[...]` hints is noise.
+warnings.filterwarnings(
+    "ignore", message="Type hint used in the model's predict function", category=UserWarning
+)
 _WEIGHTS = "weights.pt"
 
 
@@ -42,15 +49,24 @@ class ModelManifest:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"pipeline": self.pipeline, "config": self.config, "input_shape": list(self.input_shape),
-             "class_names": list(self.class_names)}, indent=2,
+            {
+                "pipeline": self.pipeline,
+                "config": self.config,
+                "input_shape": list(self.input_shape),
+                "class_names": list(self.class_names),
+            },
+            indent=2,
         )
 
     @classmethod
     def from_json(cls, text: str) -> ModelManifest:
         raw = json.loads(text)
-        return cls(pipeline=raw["pipeline"], config=raw["config"],
-                   input_shape=tuple(raw["input_shape"]), class_names=tuple(raw["class_names"]))
+        return cls(
+            pipeline=raw["pipeline"],
+            config=raw["config"],
+            input_shape=tuple(raw["input_shape"]),
+            class_names=tuple(raw["class_names"]),
+        )
 
 
 class ModelBundle:
@@ -92,7 +108,7 @@ class ModelBundle:
             return torch.softmax(self.network(batch), dim=1).numpy()
 
 
-class PipelineModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class PipelineModel(PythonModel):
     """MLflow's view of a ModelBundle: tensor in, class probabilities out."""
 
     bundle: ModelBundle
@@ -131,8 +147,12 @@ def log_pipeline_model(
             input_example=input_example,
             # Explicit requirements: inference by import tracing costs seconds per run and would
             # list the training environment, not what serving needs.
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                              f"numpy=={np.__version__}", "promoter"],
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"numpy=={np.__version__}",
+                "promoter",
+            ],
         )
     return str(info.model_uri)
 

@@ -16,7 +16,13 @@ from promoter.pipelines import get_pipeline
 from promoter.pipelines.data import load_verified
 from promoter.pipelines.packaging import ModelManifest, log_pipeline_model
 from promoter.pipelines.tracking import configure_tracking, experiment_id
-from promoter.pipelines.training import EpochMetrics, TrainResult, describe_device, pick_device, train_classifier
+from promoter.pipelines.training import (
+    EpochMetrics,
+    TrainResult,
+    describe_device,
+    pick_device,
+    train_classifier,
+)
 from promoter.redaction import flatten, redact_flat
 from promoter.spec import ModelPromotion
 
@@ -52,8 +58,11 @@ def train_candidate(
     resolved: dict[str, Any] = {
         "model": promotion.spec.model,
         "pipeline": pipeline.name,
-        "data": {"version": dataset.version, "sha256": dataset.sha256,
-                 "rows": {name: len(rows) for name, rows in splits.items()}},
+        "data": {
+            "version": dataset.version,
+            "sha256": dataset.sha256,
+            "rows": {name: len(rows) for name, rows in splits.items()},
+        },
         "git": {"revision": source.git.revision, "commit": revision.commit},
         "params": config.model_dump(mode="json"),
         "resources": source.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
@@ -86,7 +95,7 @@ def train_candidate(
         mlflow.log_params(redact_flat(flatten(resolved)))
         features, labels = dataset.features, dataset.labels
         result = train_classifier(
-            pipeline.build_body(config, dataset.input_shape, len(dataset.class_names)),
+            lambda: pipeline.build_body(config, dataset.input_shape, len(dataset.class_names)),
             config,
             (features[splits["train"]], labels[splits["train"]]),
             (features[splits["val"]], labels[splits["val"]]),
@@ -94,8 +103,11 @@ def train_candidate(
             device,
             on_epoch=record_epoch,
         )
-        mlflow.log_metric("train/samples_per_second", result.samples_per_second)
-        manifest = ModelManifest(pipeline=pipeline.name, config=config.model_dump(mode="json"),
-                                 input_shape=dataset.input_shape, class_names=dataset.class_names)
+        manifest = ModelManifest(
+            pipeline=pipeline.name,
+            config=config.model_dump(mode="json"),
+            input_shape=dataset.input_shape,
+            class_names=dataset.class_names,
+        )
         model_uri = log_pipeline_model(result.network, manifest, features[splits["val"][:2]])
         return TrainedCandidate(run_id=run.info.run_id, model_uri=model_uri, result=result)

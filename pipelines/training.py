@@ -47,6 +47,7 @@ class EpochMetrics:
     val_loss: float
     val_accuracy: float
     seconds: float
+    samples_per_second: float  # the optimisation loop alone, without validation
 
     def as_mlflow(self) -> dict[str, float]:
         return {
@@ -55,6 +56,7 @@ class EpochMetrics:
             "val/loss": self.val_loss,
             "val/accuracy": self.val_accuracy,
             "train/epoch_seconds": self.seconds,
+            "train/samples_per_second": self.samples_per_second,
         }
 
 
@@ -63,7 +65,12 @@ class TrainResult:
     network: nn.Module
     device: torch.device
     history: list[EpochMetrics] = field(default_factory=list)
-    samples_per_second: float = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        """Steady-state throughput: the first epoch pays for warm-up (and compilation) and is left out."""
+        measured = self.history[1:] or self.history
+        return sum(m.samples_per_second for m in measured) / len(measured) if measured else 0.0
 
 
 class Standardize(nn.Module):
@@ -93,7 +100,7 @@ def describe_device(device: torch.device) -> str:
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may still use the global RNG
+    np.random.seed(seed % 2**32)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
@@ -138,7 +145,7 @@ def predict_proba(
 
 
 def train_classifier(
-    body: nn.Module,
+    make_body: Callable[[], nn.Module],
     config: TrainConfig,
     train: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
     val: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
@@ -146,11 +153,16 @@ def train_classifier(
     device: torch.device,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> TrainResult:
-    """Fit `Standardize -> body` with AdamW and cross-entropy; returns the network in eval mode."""
+    """Fit `Standardize -> body` with AdamW and cross-entropy; returns the network in eval mode.
+
+    The body is built here, after seeding, because its weight initialisation draws from the RNG.
+    """
     seed_everything(config.seed)
     x_np, y_np = train
     if config.train_fraction < 1.0:
-        keep = np.random.default_rng(config.seed).permutation(len(x_np))[: max(1, round(len(x_np) * config.train_fraction))]
+        keep = np.random.default_rng(config.seed).permutation(len(x_np))[
+            : max(1, round(len(x_np) * config.train_fraction))
+        ]
         x_np, y_np = x_np[np.sort(keep)], y_np[np.sort(keep)]
     y_np = degrade_labels(y_np, n_classes, config.label_noise, config.seed)
 
@@ -162,11 +174,11 @@ def train_classifier(
     reduce_dims = [0, *range(2, x.dim())] if x.dim() > 2 else [0]
     mean = x.mean(dim=reduce_dims, keepdim=True)[0]
     std = x.std(dim=reduce_dims, keepdim=True)[0]
-    network: nn.Module = nn.Sequential(Standardize(mean, std), body).to(device)
+    network: nn.Module = nn.Sequential(Standardize(mean, std), make_body()).to(device)
 
     channels_last = device.type == "cuda" and x.dim() == 4
     if channels_last:
-        network = network.to(memory_format=torch.channels_last)
+        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         x = x.contiguous(memory_format=torch.channels_last)
         x_val = x_val.contiguous(memory_format=torch.channels_last)
 
@@ -180,8 +192,6 @@ def train_classifier(
     generator = torch.Generator(device=device).manual_seed(config.seed)
 
     result = TrainResult(network=network, device=device)
-    samples = 0
-    fit_seconds = 0.0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         network.train()
@@ -191,19 +201,20 @@ def train_classifier(
         for start in range(0, len(x), config.batch_size):
             rows = order[start : start + config.batch_size]
             xb, yb = x[rows], y[rows]
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+            ):
                 logits = model_step(xb)
                 loss = loss_fn(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             optimizer.step()
             # Accumulate on the device: a .item() per batch would stall the GPU every step.
             loss_sum += loss.detach() * len(rows)
             correct += (logits.argmax(dim=1) == yb).sum()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        fit_seconds += time.perf_counter() - started
-        samples += len(x)
+        fit_seconds = time.perf_counter() - started
         val_loss, val_accuracy = _validate(network, x_val, y_val, loss_fn, autocast_dtype, device)
         metrics = EpochMetrics(
             epoch=epoch,
@@ -212,12 +223,12 @@ def train_classifier(
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             seconds=time.perf_counter() - started,
+            samples_per_second=len(x) / fit_seconds,
         )
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
     network.eval()
-    result.samples_per_second = samples / fit_seconds if fit_seconds > 0 else 0.0
     return result
 
 
@@ -232,8 +243,11 @@ def _validate(
     if len(x) == 0:
         return 0.0, 0.0
     network.eval()
-    with torch.inference_mode(), torch.autocast(
-        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ),
     ):
         logits = network(x).float()
     return float(loss_fn(logits, y)), float((logits.argmax(dim=1) == y).float().mean())

@@ -25,9 +25,7 @@ class CodeRevision:
 
 
 def _git(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=30
-    )
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=30)
     if result.returncode != 0:
         raise LineageError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()

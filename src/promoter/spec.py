@@ -36,9 +36,7 @@ class SpecError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -200,8 +198,9 @@ class ModelPromotion(_Model):
         return self.spec.source.train
 
     def to_manifest(self) -> dict[str, Any]:
-        """The resource as it is applied with kubectl (camelCase, defaults omitted)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True) | {
+        """The resource as applied with kubectl: camelCase, every default spelled out so that a later
+        change of default cannot change the meaning of a promotion already under way."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True) | {
             "apiVersion": API_VERSION,
             "kind": KIND,
         }
@@ -220,7 +219,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def parse_promotion(document: Any, *, origin: str = "<input>") -> ModelPromotion:
-    """Validate a parsed YAML/JSON document; errors name each field, e.g. `spec.gates.absolute.accuracy.min`."""
+    """Validate a parsed YAML/JSON document; errors name each field (`spec.gates.absolute.accuracy.min`)."""
     if not isinstance(document, dict):
         raise SpecError(f"{origin}: expected a ModelPromotion mapping, got {type(document).__name__}")
     try:

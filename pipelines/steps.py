@@ -1,0 +1,57 @@
+"""Workflow step entrypoints, run by Hera's runner: `python -m hera.workflows.runner -e MODULE:FN ARGS`.
+
+The same functions run in an Argo pod and, through the local executor, as subprocesses here, so the
+code that is tested is the code in the image. Inputs are plain strings (the promotion manifest as
+JSON); outputs are annotated parameters that the runner writes where Argo (or the local executor)
+reads them. Progress goes to stderr: stdout belongs to the runner. No `from __future__ import
+annotations` here: Hera reads these annotations at runtime.
+"""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from hera.workflows import Parameter
+
+from promoter.spec import ModelPromotion, parse_promotion
+
+WORKDIR_ENV = "PROMOTER_WORKDIR"
+log = logging.getLogger("promoter.steps")
+
+
+def _setup() -> Path:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    workdir = Path(os.environ.get(WORKDIR_ENV, "/tmp/promoter"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def _promotion(manifest: str) -> ModelPromotion:
+    return parse_promotion(json.loads(manifest), origin="workflow parameter 'promotion'")
+
+
+def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
+    """Train the candidate; the MLflow run id is the step's output."""
+    from promoter.pipelines.train import train_candidate
+
+    workdir = _setup()
+    spec = _promotion(promotion)
+    candidate = train_candidate(
+        spec, workdir, on_epoch=lambda m: log.info("epoch %d val/accuracy %.4f", m.epoch, m.val_accuracy)
+    )
+    log.info("trained run %s (%s)", candidate.run_id, candidate.model_uri)
+    return candidate.run_id
+
+
+def evaluate(promotion: str, run_id: str) -> Annotated[str, Parameter(name="decision")]:
+    """Evaluate candidate and champion and gate; outputs `pass` or `fail` (a gate verdict, not a crash)."""
+    from promoter.pipelines.evaluate import evaluate_candidate
+
+    workdir = _setup()
+    evaluation = evaluate_candidate(_promotion(promotion), run_id, workdir)
+    for failure in evaluation.report.blocking_failures:
+        log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
+    return "pass" if evaluation.report.passed else "fail"
