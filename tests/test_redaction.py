@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from promoter.redaction import REDACTED, flatten, is_secret_key, redact_flat
+
+
+def test_nested_config_flattens_to_dotted_keys() -> None:
+    assert flatten({"a": {"b": 1, "c": [10, {"d": "x"}]}, "e": None}) == {
+        "a.b": 1,
+        "a.c.0": 10,
+        "a.c.1.d": "x",
+        "e": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "params.api_key",
+        "s3.access-key",
+        "hf_token",
+        "db.dsn",
+        "vault.secret",
+        "AWS_SECRET_ACCESS_KEY",
+        "credentials.json",
+        "Authorization",
+    ],
+)
+def test_secret_looking_keys_are_recognised(key: str) -> None:
+    assert is_secret_key(key)
+
+
+@pytest.mark.parametrize(
+    "key", ["keyboard", "monkey", "params.tokenizer_vocab_size", "lr", "data.sha256", "authors"]
+)
+def test_ordinary_keys_are_left_alone(key: str) -> None:
+    assert not is_secret_key(key)
+
+
+def test_redaction_replaces_values_not_keys() -> None:
+    assert redact_flat({"params.lr": 0.1, "params.hf_token": "hf_abc"}) == {
+        "params.lr": 0.1,
+        "params.hf_token": REDACTED,
+    }
