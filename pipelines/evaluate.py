@@ -84,7 +84,9 @@ def evaluate_candidate(
     if champion_version is not None:
         champion = _score(f"models:/{promotion.spec.model}/{champion_version.version}", dataset)
         champion_evidence = ModelEvidence(
-            run_id=champion_version.run_id or "", version=str(champion_version.version), metrics=champion.flat()
+            run_id=champion_version.run_id or "",
+            version=str(champion_version.version),
+            metrics=champion.flat(),
         )
 
     report = GateReport(
