@@ -103,9 +103,12 @@ class ModelBundle:
         return as_float
 
     def predict_proba(self, inputs: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        batch = torch.from_numpy(np.ascontiguousarray(self.validate(inputs)))
+        return self.forward(self.validate(inputs))
+
+    def forward(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Class probabilities for inputs that `validate` already accepted (the server's hot path)."""
         with torch.inference_mode():
-            return torch.softmax(self.network(batch), dim=1).numpy()
+            return torch.softmax(self.network(torch.from_numpy(np.ascontiguousarray(inputs))), dim=1).numpy()
 
 
 class PipelineModel(PythonModel):

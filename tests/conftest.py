@@ -42,3 +42,83 @@ def run_cli(
 def write_spec(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A `promoter serve` process on loopback, stopped with SIGTERM like Kubernetes does."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")
+        }
+        self.log = (workdir / f"serve-{self.port}.log").open("w")
+        self.process = subprocess.Popen(
+            [str(PROMOTER), "serve", "--workdir", str(workdir), "--port", str(self.port), *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}: {Path(self.log.name).read_text()}"
+                )
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout}s: {Path(self.log.name).read_text()}")
+
+    def stop(self) -> bool:
+        """SIGTERM and wait; True for a clean stop. After a graceful shutdown uvicorn re-raises the
+        signal it caught, so "terminated by our SIGTERM" is clean, as is exit status 0."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.client.close()
+        self.log.close()
+        return code in (0, -signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir whose MLflow registry holds the example digits model as version 1, alias @champion."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from promoter.pipelines.train import train_candidate
+    from promoter.spec import load_promotion
+
+    workdir = tmp_path_factory.mktemp("registry")
+    candidate = train_candidate(load_promotion(EXAMPLES / "digits" / "promotion.yaml"), workdir)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_tracking_uri(client.tracking_uri)
+    version = mlflow.register_model(f"runs:/{candidate.run_id}/model", "digits").version
+    client.set_registered_model_alias("digits", "champion", str(version))
+    return workdir

@@ -1,0 +1,407 @@
+"""The FastAPI application: promoter's JSON API, the Open Inference Protocol, health and metrics.
+
+The model loads in the background after the server starts: `/healthz` answers at once, `/readyz`
+only once the model is loaded and warmed up with its input example, so a Rollout never routes
+traffic to a cold pod. Workers are configured from the environment (`ServeSettings.from_env`),
+which is how `promoter serve` hands one resolved model version to every uvicorn worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from mlflow.tracking import MlflowClient
+
+from promoter import __version__
+from promoter.serving import metrics
+from promoter.serving.batching import BatcherStopped, MicroBatcher
+from promoter.serving.model import ModelIdentity, ServedModel, load, resolve
+from promoter.serving.protocol import (
+    PREDICT_REQUEST_SCHEMA,
+    V2_INFER_REQUEST_SCHEMA,
+    ProtocolError,
+    parse_json,
+    parse_predict,
+    parse_v2_infer,
+    predict_response,
+    v2_infer_response,
+)
+
+log = logging.getLogger("promoter.serving")
+ENV_PREFIX = "PROMOTER_SERVE_"
+METRICS_FLUSH_SECONDS = 1.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model_uri: str  # exact: models:/NAME/VERSION or runs:/RUN/PATH (aliases are resolved before)
+    requested_model_uri: str = ""  # what the operator asked for, e.g. models:/NAME@champion
+    max_batch_size: int = 256
+    max_wait_ms: float = 0.0
+    max_request_inputs: int = 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    low_confidence: float = 0.5
+    torch_threads: int = 0  # 0: leave torch's default
+    # Added to every prediction: a deliberately slow server, for testing latency gates and shutdown.
+    inject_latency_ms: float = 0.0
+    # With several workers a probe reaches one of them: the pod is ready only when all are.
+    workers: int = 1
+    ready_dir: str = ""
+
+    def to_env(self) -> dict[str, str]:
+        return {f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = os.environ.get(f"{ENV_PREFIX}{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = {"int": int, "float": float}.get(str(field.type), str)(raw)
+        return cls(**values)
+
+
+class ModelState:
+    def __init__(self, settings: ServeSettings) -> None:
+        self._settings = settings
+        self.model: ServedModel | None = None
+        self.batcher: MicroBatcher | None = None
+        self.recorder: metrics.PredictionRecorder | None = None
+        self.error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        if self.model is None or self.batcher is None:
+            return False
+        return (
+            self._settings.workers <= 1
+            or _ready_workers(Path(self._settings.ready_dir)) >= self._settings.workers
+        )
+
+    def mark_ready(self) -> None:
+        if self._settings.workers > 1:
+            (Path(self._settings.ready_dir) / str(os.getpid())).touch()
+
+
+def _ready_workers(directory: Path) -> int:
+    """Workers that announced readiness and are still alive (a dead worker's mark does not count)."""
+    alive = 0
+    for mark in directory.iterdir():
+        try:
+            os.kill(int(mark.name), 0)
+        except (ValueError, ProcessLookupError):
+            continue
+        except PermissionError:
+            pass
+        alive += 1
+    return alive
+
+
+class MetricsMiddleware:
+    """Latency by route template and status, and requests in flight; pure ASGI to stay cheap."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            metrics.REQUEST_SECONDS.labels(endpoint, str(status)).observe(time.perf_counter() - started)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(content: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(content, status_code=status)
+
+
+def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -> FastAPI:
+    state = ModelState(settings)
+
+    async def load_and_warm_up() -> None:
+        try:
+            resolved = identity or _identity_from_settings(settings)
+            model = await asyncio.to_thread(load, resolved)
+            version = resolved.version or "unregistered"
+            recorder = metrics.PredictionRecorder(
+                version, model.class_names, int(np.prod(model.input_shape)), settings.low_confidence
+            )
+
+            def forward(inputs: np.ndarray) -> np.ndarray:
+                return model.bundle.forward(inputs)
+
+            def observe_batch(rows: int, seconds: float) -> None:
+                metrics.FORWARD_ROWS.observe(rows)
+                metrics.FORWARD_SECONDS.observe(seconds)
+
+            batcher = MicroBatcher(
+                forward, settings.max_batch_size, settings.max_wait_ms / 1000, observe_batch
+            )
+            batcher.start()
+            example = model.bundle.validate(model.input_example)
+            for _ in range(3):  # first passes allocate and pick kernels; pay for it before traffic
+                await batcher.predict(example)
+            state.model, state.batcher, state.recorder = model, batcher, recorder
+            state.mark_ready()
+            metrics.MODEL_INFO.labels(
+                resolved.name, version, resolved.run_id, resolved.tags.get("git.commit", "")
+            ).set(1)
+            metrics.READY.set(1)
+            log.info("serving %s (run %s)", resolved.uri, resolved.run_id)
+        except Exception as exc:
+            state.error = f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to load")
+
+    async def flush_metrics() -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_SECONDS)
+            if state.recorder is not None:
+                state.recorder.flush()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        metrics.READY.set(0)
+        loader = asyncio.create_task(load_and_warm_up())
+        flusher = asyncio.create_task(flush_metrics())
+        yield
+        # uvicorn has already let in-flight requests finish; drain what they queued, then stop.
+        loader.cancel()
+        flusher.cancel()
+        if state.batcher is not None:
+            await state.batcher.stop()
+        if state.recorder is not None:
+            state.recorder.flush()
+
+    app = FastAPI(title="promoter inference server", version=__version__, lifespan=lifespan)
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:
+        return _json({"error": exc.message}, exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        return _json({"error": f"{'.'.join(map(str, first['loc']))}: {first['msg']}"}, 422)
+
+    def serving() -> ServedModel:
+        if state.model is None:
+            raise ProtocolError(503, state.error or "the model is still loading")
+        return state.model
+
+    async def infer(inputs: np.ndarray) -> np.ndarray:
+        assert state.batcher is not None and state.recorder is not None
+        if settings.inject_latency_ms > 0:
+            await asyncio.sleep(settings.inject_latency_ms / 1000)
+        try:
+            probabilities = await state.batcher.predict(inputs)
+        except BatcherStopped as exc:
+            raise ProtocolError(503, str(exc)) from None
+        state.recorder.record(inputs, probabilities)
+        return probabilities
+
+    def model_ref(model: ServedModel) -> dict[str, str | None]:
+        return {"name": model.identity.name, "version": model.identity.version}
+
+    def check_v2_model(model: ServedModel, name: str, version: str | None = None) -> None:
+        if name != model.identity.name or (version is not None and version != model.identity.version):
+            wanted = f"{name}" + (f" version {version}" if version else "")
+            raise ProtocolError(
+                404,
+                f"model {wanted} is not served here (this server serves "
+                f"{model.identity.name} version {model.identity.version})",
+            )
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> JSONResponse:
+        return _json({"status": "alive"})
+
+    @app.get(
+        "/readyz", summary="The model is loaded and warmed up", responses={503: {"description": "Not ready"}}
+    )
+    async def readyz() -> JSONResponse:
+        if state.ready and state.model is not None:
+            return _json({"status": "ready", "model": model_ref(state.model)})
+        return _json({"status": "failed" if state.error else "loading", "error": state.error}, 503)
+
+    @app.get("/metadata", summary="Exactly what is served: name, version, run, lineage, signature")
+    async def metadata() -> JSONResponse:
+        model = serving()
+        identity = model.identity
+        return _json(
+            {
+                "name": identity.name,
+                "version": identity.version,
+                "run_id": identity.run_id,
+                "model_uri": identity.uri,
+                "requested_uri": identity.requested_uri,
+                "lineage": identity.tags,
+                "signature": model.signature(),
+                "server_version": __version__,
+            }
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        if state.recorder is not None:
+            state.recorder.flush()
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post(
+        "/predict",
+        summary="Predict a batch of inputs",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PREDICT_REQUEST_SCHEMA}},
+            }
+        },
+    )
+    async def predict(request: Request) -> Response:
+        model = serving()
+        body = await read_body(request, settings.max_body_bytes)
+        inputs = parse_predict(parse_json(body), model.bundle, settings.max_request_inputs)
+        probabilities = await infer(inputs)
+        return Response(
+            predict_response(probabilities, model.bundle, model_ref(model)), media_type="application/json"
+        )
+
+    # --- Open Inference Protocol (KServe V2) -----------------------------------------------------
+
+    @app.get("/v2", summary="V2 server metadata")
+    async def v2_server() -> JSONResponse:
+        return _json({"name": "promoter", "version": __version__, "extensions": []})
+
+    @app.get("/v2/health/live", summary="V2 liveness")
+    async def v2_live() -> JSONResponse:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready", summary="V2 readiness", responses={503: {"description": "Not ready"}})
+    async def v2_ready() -> JSONResponse:
+        return _json({"ready": state.ready}, 200 if state.ready else 503)
+
+    def v2_metadata(model: ServedModel) -> dict[str, Any]:
+        signature = model.signature()
+        return {
+            "name": model.identity.name,
+            "versions": [model.identity.version] if model.identity.version else [],
+            "platform": "pytorch_mlflow",
+            "inputs": signature["inputs"],
+            "outputs": signature["outputs"],
+            "parameters": {"classes": signature["classes"], "run_id": model.identity.run_id},
+        }
+
+    @app.get(
+        "/v2/models/{name}", summary="V2 model metadata", responses={404: {"description": "Unknown model"}}
+    )
+    async def v2_model(name: str) -> JSONResponse:
+        model = serving()
+        check_v2_model(model, name)
+        return _json(v2_metadata(model))
+
+    @app.get(
+        "/v2/models/{name}/ready",
+        summary="V2 model readiness",
+        responses={404: {"description": "Unknown model"}, 503: {"description": "Not ready"}},
+    )
+    async def v2_model_ready(name: str) -> JSONResponse:
+        model = serving()
+        check_v2_model(model, name)
+        return _json({"name": name, "ready": True})
+
+    v2_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": V2_INFER_REQUEST_SCHEMA}},
+        }
+    }
+
+    async def v2_infer_with(request: Request, name: str, version: str | None) -> Response:
+        model = serving()
+        check_v2_model(model, name, version)
+        body = await read_body(request, settings.max_body_bytes)
+        inputs, request_id = parse_v2_infer(parse_json(body), model.bundle, settings.max_request_inputs)
+        probabilities = await infer(inputs)
+        return Response(
+            v2_infer_response(probabilities, model.identity.name, model.identity.version, request_id),
+            media_type="application/json",
+        )
+
+    @app.post(
+        "/v2/models/{name}/infer",
+        summary="V2 inference",
+        openapi_extra=v2_body,
+        responses={404: {"description": "Unknown model"}},
+    )
+    async def v2_infer(name: str, request: Request) -> Response:
+        return await v2_infer_with(request, name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        summary="V2 inference on a version",
+        openapi_extra=v2_body,
+        responses={404: {"description": "Unknown model or version"}},
+    )
+    async def v2_infer_version(name: str, version: str, request: Request) -> Response:
+        return await v2_infer_with(request, name, version)
+
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def _identity_from_settings(settings: ServeSettings) -> ModelIdentity:
+    identity = resolve(settings.model_uri, MlflowClient())
+    return replace(identity, requested_uri=settings.requested_model_uri or identity.requested_uri)
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn's factory for each worker process (`promoter serve` sets the environment)."""
+    return create_app(ServeSettings.from_env())

@@ -1,0 +1,288 @@
+"""The inference server as Argo Rollouts runs it: a real `promoter serve` process on loopback."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from promoter.pipelines.digits import load_digits_v1
+
+from .conftest import Server
+
+pytestmark = pytest.mark.slow
+
+DIGITS = load_digits_v1()
+
+
+@pytest.fixture(scope="module")
+def server(registered_digits: Path) -> Iterator[Server]:
+    running = Server(
+        registered_digits,
+        "--model-uri",
+        "models:/digits@champion",
+        "--max-body-bytes",
+        "65536",
+        "--max-request-inputs",
+        "64",
+    )
+    running.wait_ready()
+    yield running
+    assert running.stop()
+
+
+def test_an_alias_is_resolved_once_to_an_exact_version(server: Server, registered_digits: Path) -> None:
+    metadata = server.client.get("/metadata").json()
+    assert metadata["name"] == "digits" and metadata["version"] == "1"
+    assert metadata["model_uri"] == "models:/digits/1"
+    assert metadata["requested_uri"] == "models:/digits@champion"
+    assert set(metadata["lineage"]) >= {"git.commit", "data.version", "data.sha256", "config.sha256"}
+    assert metadata["signature"]["inputs"][0]["shape"] == [-1, 1, 8, 8]
+
+    # the alias moves to a new version: a running pod keeps serving exactly what it announced
+    client = MlflowClient(f"sqlite:///{registered_digits / 'mlflow.db'}")
+    run_id = metadata["run_id"]
+    client.create_model_version("digits", f"runs:/{run_id}/model", run_id)
+    client.set_registered_model_alias("digits", "champion", "2")
+    try:
+        assert server.client.get("/metadata").json()["version"] == "1"
+        assert server.client.post("/predict", json={"inputs": DIGITS.features[:1].tolist()}).json()[
+            "model"
+        ] == {"name": "digits", "version": "1"}
+    finally:
+        client.set_registered_model_alias("digits", "champion", "1")
+
+
+def test_predict_answers_with_classes_and_probabilities(server: Server) -> None:
+    response = server.client.post("/predict", json={"inputs": DIGITS.features[:32].tolist()})
+    assert response.status_code == 200
+    body = response.json()
+    predicted = np.array([int(p) for p in body["predictions"]])
+    assert (predicted == DIGITS.labels[:32]).mean() >= 0.9
+    probabilities = np.array(body["probabilities"])
+    assert probabilities.shape == (32, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    flat = server.client.post("/predict", json={"inputs": DIGITS.features[:32].reshape(32, 64).tolist()})
+    assert flat.json()["predictions"] == body["predictions"]
+
+
+def test_open_inference_protocol(server: Server) -> None:
+    assert server.client.get("/v2/health/ready").json() == {"ready": True}
+    metadata = server.client.get("/v2/models/digits").json()
+    assert metadata["versions"] == ["1"] and metadata["inputs"][0]["datatype"] == "FP32"
+    request = {
+        "id": "req-7",
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [3, 1, 8, 8],
+                "datatype": "FP32",
+                "data": DIGITS.features[:3].ravel().tolist(),
+            }
+        ],
+    }
+    body = server.client.post("/v2/models/digits/infer", json=request).json()
+    assert body["model_name"] == "digits" and body["model_version"] == "1" and body["id"] == "req-7"
+    [output] = body["outputs"]
+    assert output["shape"] == [3, 10] and output["datatype"] == "FP32" and len(output["data"]) == 30
+    assert list(np.array(output["data"]).reshape(3, 10).argmax(axis=1)) == list(DIGITS.labels[:3])
+    assert server.client.post("/v2/models/digits/versions/1/infer", json=request).status_code == 200
+    assert server.client.post("/v2/models/digits/versions/2/infer", json=request).status_code == 404
+    assert server.client.post("/v2/models/wine/infer", json=request).status_code == 404
+
+
+GOOD_ROW = DIGITS.features[0].tolist()
+V2_OK: dict[str, Any] = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}
+CORPUS: list[tuple[str, str, bytes | dict[str, Any] | list[Any], int, str]] = [
+    ("not json", "/predict", b"{inputs: [", 400, "not valid JSON"),
+    ("empty body", "/predict", b"", 400, "empty request body"),
+    ("json array", "/predict", [1, 2, 3], 422, "'inputs' array"),
+    ("no inputs", "/predict", {"instances": [GOOD_ROW]}, 422, "'inputs' array"),
+    ("empty batch", "/predict", {"inputs": []}, 422, "non-empty array"),
+    (
+        "wrong shape",
+        "/predict",
+        {"inputs": [[1.0, 2.0, 3.0]]},
+        422,
+        "expected inputs of shape [batch, 1, 8, 8]",
+    ),
+    ("one image, no batch", "/predict", {"inputs": GOOD_ROW}, 422, "expected inputs of shape"),
+    ("ragged", "/predict", {"inputs": [GOOD_ROW, [[1.0]]]}, 422, "ragged"),
+    ("strings", "/predict", {"inputs": [[["a"] * 8] * 8]}, 422, "only numbers"),
+    ("booleans", "/predict", {"inputs": [[[[True] * 8] * 8]]}, 422, "only numbers"),
+    ("nulls", "/predict", {"inputs": [[[[None] * 8] * 8]]}, 422, "only numbers"),
+    (
+        "overflow to inf",
+        "/predict",
+        b'{"inputs": [[[' + b",".join([b"[" + b",".join([b"1e300"] * 8) + b"]"] * 8) + b"]]]}",
+        422,
+        "NaN or infinity",
+    ),
+    ("too many inputs", "/predict", {"inputs": [GOOD_ROW] * 65}, 413, "the limit is 64"),
+    ("huge number", "/predict", b'{"inputs": [1' + b"0" * 400 + b"]}", 400, "not valid JSON"),
+    ("v2 not json", "/v2/models/digits/infer", b"[[[", 400, "not valid JSON"),
+    ("v2 no tensors", "/v2/models/digits/infer", {"inputs": []}, 400, "non-empty 'inputs'"),
+    (
+        "v2 two tensors",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK, V2_OK]},
+        400,
+        "exactly one input tensor",
+    ),
+    (
+        "v2 missing data",
+        "/v2/models/digits/infer",
+        {"inputs": [{"name": "input", "shape": [1], "datatype": "FP32"}]},
+        400,
+        "missing data",
+    ),
+    (
+        "v2 bytes",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "datatype": "BYTES"}]},
+        400,
+        "unsupported datatype",
+    ),
+    (
+        "v2 negative shape",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "shape": [-1, 64]}]},
+        400,
+        "non-negative integers",
+    ),
+    (
+        "v2 size mismatch",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "shape": [2, 1, 8, 8]}]},
+        400,
+        "has 64 elements but shape [2, 1, 8, 8] needs 128",
+    ),
+    (
+        "v2 wrong shape",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "shape": [1, 64, 1]}]},
+        422,
+        "expected inputs of shape",
+    ),
+    ("v2 tensor is a string", "/v2/models/digits/infer", {"inputs": ["x"]}, 400, "tensor object"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS]
+)
+def test_bad_input_gets_a_clear_4xx(server: Server, path: str, body: Any, status: int, message: str) -> None:
+    raw = body if isinstance(body, bytes) else None
+    response = (
+        server.client.post(path, content=raw, headers={"content-type": "application/json"})
+        if raw is not None
+        else server.client.post(path, json=body)
+    )
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert server.client.get("/healthz").status_code == 200  # and the worker is still alive
+
+
+def test_oversize_bodies_are_refused_before_they_are_read(server: Server) -> None:
+    response = server.client.post(
+        "/predict", content=b"[" + b"0," * 40_000 + b"0]", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and "exceeds the limit of 65536" in response.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no content-length: the limit holds while streaming
+        for _ in range(100):
+            yield b" " * 1024
+
+    response = server.client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def metric(text: str, series: str, /, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith((series + "{", series + " ")):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_describe_traffic_model_and_inputs(server: Server) -> None:
+    before = server.client.get("/metrics").text
+    server.client.post("/predict", json={"inputs": DIGITS.features[:10].tolist()})
+    after = server.client.get("/metrics").text
+    assert metric(after, "promoter_model_info", name="digits", version="1") == 1
+    assert metric(after, "promoter_ready") == 1
+    counted = metric(after, "promoter_predictions_total", model_version="1") - metric(
+        before, "promoter_predictions_total", model_version="1"
+    )
+    assert counted == 10
+    assert metric(after, "promoter_request_duration_seconds_count", endpoint="/predict", status="200") >= 1
+    assert (
+        metric(after, "promoter_input_feature_observations_total")
+        - metric(before, "promoter_input_feature_observations_total")
+        == 10
+    )
+    pixel = metric(after, "promoter_input_feature_sum", feature="20") - metric(
+        before, "promoter_input_feature_sum", feature="20"
+    )
+    assert pixel == pytest.approx(float(DIGITS.features[:10].reshape(10, -1)[:, 20].sum()))
+    assert re.search(r"promoter_forward_batch_size_bucket", after)
+
+
+def test_several_workers_share_one_view_of_the_metrics(registered_digits: Path) -> None:
+    server = Server(registered_digits, "--model-uri", "models:/digits/1", "--workers", "2")
+    try:
+        server.wait_ready()
+        for _ in range(40):  # new connections: the kernel spreads them over both workers
+            with httpx.Client(base_url=server.url) as fresh:
+                assert (
+                    fresh.post("/predict", json={"inputs": DIGITS.features[:1].tolist()}).status_code == 200
+                )
+        time.sleep(1.5)  # each worker publishes its accumulators once a second
+        text = server.client.get("/metrics").text
+        assert metric(text, "promoter_request_duration_seconds_count", endpoint="/predict") == 40
+        assert metric(text, "promoter_predictions_total") == 40
+    finally:
+        assert server.stop()
+
+
+def test_sigterm_lets_in_flight_requests_finish(registered_digits: Path) -> None:
+    server = Server(registered_digits, "--model-uri", "models:/digits/1", "--inject-latency-ms", "1500")
+    server.wait_ready()
+    statuses: list[int] = []
+
+    def call() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            statuses.append(
+                client.post("/predict", json={"inputs": DIGITS.features[:1].tolist()}).status_code
+            )
+
+    callers = [threading.Thread(target=call) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.5)  # the requests are inside the server, sleeping in the injected delay
+    assert server.stop()
+    for caller in callers:
+        caller.join()
+    assert statuses == [200, 200, 200, 200]
+
+
+def test_serving_an_unknown_model_fails_fast_with_a_message(registered_digits: Path) -> None:
+    from .conftest import run_cli
+
+    result = run_cli(
+        "serve", "--model-uri", "models:/digits@staging", "--workdir", registered_digits, timeout=120
+    )
+    assert result.returncode == 2 and "cannot resolve 'models:/digits@staging'" in result.stderr
+    result = run_cli("serve", "--model-uri", "s3://bucket/model", "--workdir", registered_digits, timeout=120)
+    assert result.returncode == 2 and "unsupported model URI" in result.stderr
