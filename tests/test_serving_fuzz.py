@@ -15,6 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
 from .conftest import Server
@@ -34,7 +35,10 @@ def fuzzed_server(registered_digits: Path) -> Iterator[Server]:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
 def test_no_input_produces_a_server_error(fuzzed_server: Server, mode: GenerationMode) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzzed_server.url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), f"the server's OpenAPI is invalid: {result}"
+        operations.append(result.ok())
     assert len(operations) >= 10  # every endpoint of the server is exercised
 
     fuzzed = set()
