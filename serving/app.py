@@ -177,9 +177,11 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
             def forward(inputs: np.ndarray) -> np.ndarray:
                 return model.bundle.forward(inputs)
 
-            def observe_batch(rows: int, seconds: float) -> None:
-                metrics.FORWARD_ROWS.observe(rows)
+            def observe_batch(inputs: np.ndarray, outputs: np.ndarray, seconds: float) -> None:
+                metrics.FORWARD_ROWS.observe(len(inputs))
                 metrics.FORWARD_SECONDS.observe(seconds)
+                if state.recorder is not None:  # None during warm-up: those are not predictions
+                    state.recorder.record(inputs, outputs)
 
             batcher = MicroBatcher(
                 forward, settings.max_batch_size, settings.max_wait_ms / 1000, observe_batch
@@ -238,14 +240,14 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
         return state.model
 
     async def infer(inputs: np.ndarray) -> np.ndarray:
-        assert state.batcher is not None and state.recorder is not None
+        assert state.batcher is not None
         if settings.inject_latency_ms > 0:
             await asyncio.sleep(settings.inject_latency_ms / 1000)
         try:
             probabilities = await state.batcher.predict(inputs)
         except BatcherStopped as exc:
             raise ProtocolError(503, str(exc)) from None
-        state.recorder.record(inputs, probabilities)
+        metrics.REQUEST_ROWS.observe(len(inputs))
         return probabilities
 
     def model_ref(model: ServedModel) -> dict[str, str | None]:

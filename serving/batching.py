@@ -35,7 +35,7 @@ class MicroBatcher:
         forward: Forward,
         max_batch_size: int = 256,
         max_wait_seconds: float = 0.0,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[npt.NDArray[np.float32], npt.NDArray[np.float32], float], None] | None = None,
     ) -> None:
         self._forward = forward
         self._max_batch_size = max_batch_size
@@ -103,7 +103,7 @@ class MicroBatcher:
                         pending.future.set_exception(exc)
                 continue
             if self._on_batch is not None:
-                self._on_batch(len(inputs), time.perf_counter() - started)
+                self._on_batch(inputs, outputs, time.perf_counter() - started)
             offset = 0
             for pending in batch:
                 size = len(pending.inputs)

@@ -101,6 +101,7 @@ class ServedModel:
 def load(identity: ModelIdentity) -> ServedModel:
     local = mlflow.artifacts.download_artifacts(identity.uri)
     bundle = load_bundle(local)
+    bundle.optimize_for_inference()
     try:
         saved = Model.load(local).load_input_example(local)
     except Exception:  # an example only improves warm-up; its absence must not stop serving

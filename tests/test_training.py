@@ -95,3 +95,10 @@ def test_integer_inputs_are_accepted_as_numbers(bundle: ModelBundle) -> None:
     probabilities = bundle.predict_proba(np.ones((3, 13), dtype=np.int64))
     assert probabilities.shape == (3, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_optimised_inference_graph_answers_like_the_eager_network(bundle: ModelBundle) -> None:
+    features = load_wine_v1().features[:16]
+    eager = bundle.predict_proba(features)
+    assert bundle.optimize_for_inference()
+    np.testing.assert_allclose(bundle.predict_proba(features), eager, atol=1e-6)
