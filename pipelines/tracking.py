@@ -27,9 +27,20 @@ def _is_local(uri: str) -> bool:
 
 
 def configure_tracking(workdir: Path) -> MlflowClient:
+    """Point mlflow's fluent API at this workdir's store without touching the environment.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI "for subprocesses"; left in place,
+    the next workdir configured in the same process would silently log into this one's store.
+    Subprocesses we start get their URI explicitly instead.
+    """
     uri = tracking_uri(workdir)
+    user_choice = os.environ.get(TRACKING_ENV)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if user_choice is None:
+        os.environ.pop(TRACKING_ENV, None)
+    else:
+        os.environ[TRACKING_ENV] = user_choice
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -18,8 +18,10 @@ PROMOTER = Path(sys.executable).parent / "promoter"
 @pytest.fixture(autouse=True)
 def _local_tracking(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Tests own their MLflow store: a developer's MLFLOW_TRACKING_URI must never receive test runs."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("PROMOTER_WORKDIR", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "PROMOTER_WORKDIR"):
+        # setenv first so that teardown restores the original state even if code under test sets it
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     yield
 
 
@@ -110,15 +112,17 @@ class Server:
 def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workdir whose MLflow registry holds the example digits model as version 1, alias @champion."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
+    from promoter.pipelines.tracking import configure_tracking
     from promoter.pipelines.train import train_candidate
     from promoter.spec import load_promotion
 
     workdir = tmp_path_factory.mktemp("registry")
-    candidate = train_candidate(load_promotion(EXAMPLES / "digits" / "promotion.yaml"), workdir)
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    mlflow.set_tracking_uri(client.tracking_uri)
+    # session fixtures run before the per-test environment cleanup above
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        candidate = train_candidate(load_promotion(EXAMPLES / "digits" / "promotion.yaml"), workdir)
+        client = configure_tracking(workdir)
     version = mlflow.register_model(f"runs:/{candidate.run_id}/model", "digits").version
     client.set_registered_model_alias("digits", "champion", str(version))
     return workdir
