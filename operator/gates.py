@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from promoter.spec import Gates, RegressionGate
+from promoter.spec import Gates, LoadTest, RegressionGate
 
 Verdict = Literal["pass", "fail", "skipped"]
 GATE_REPORT_ARTIFACT = "gate_report.json"
@@ -21,11 +21,11 @@ class GateResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    kind: Literal["absolute", "per_class", "regression"]
+    kind: Literal["absolute", "per_class", "regression", "load"]
     metric: str
     actual: float | None
     threshold: float | None
-    comparison: Literal[">="] = ">="
+    comparison: Literal[">=", "<="] = ">="
     verdict: Verdict
     enforced: bool
     detail: str = ""
@@ -154,3 +154,36 @@ def _regression(
         enforced=rule.enforce,
         detail=detail,
     )
+
+
+def evaluate_load_gates(
+    profile: LoadTest, *, p95_ms: float, error_rate: float, rps: float
+) -> list[GateResult]:
+    """The online gates, judged on what the load test measured against the preview.
+
+    Only the budgets the profile sets are gates; a load test without budgets still has to produce a
+    result (a crashed or empty load test is a failure upstream, never a pass here).
+    """
+    budgets: list[tuple[str, float, float | None, Literal[">=", "<="]]] = [
+        ("p95Ms", p95_ms, profile.max_p95_ms, "<="),
+        ("errorRate", error_rate, profile.max_error_rate, "<="),
+        ("rps", rps, profile.min_rps, ">="),
+    ]
+    results = []
+    for metric, actual, threshold, comparison in budgets:
+        if threshold is None:
+            continue
+        ok = actual <= threshold if comparison == "<=" else actual >= threshold
+        results.append(
+            GateResult(
+                name=f"loadTest.{metric}",
+                kind="load",
+                metric=metric,
+                actual=actual,
+                threshold=threshold,
+                comparison=comparison,
+                verdict="pass" if ok else "fail",
+                enforced=profile.enforce,
+            )
+        )
+    return results

@@ -16,6 +16,7 @@ from hera.workflows.models import Toleration as ArgoToleration
 from hera.workflows.script import RunnerScriptConstructor
 
 from promoter import __version__
+from promoter.operator.engine import workflow_name
 from promoter.pipelines import steps
 from promoter.spec import ModelPromotion
 
@@ -30,11 +31,6 @@ class ClusterSettings:
     service_account: str = "promoter-pipeline"
     tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000"
     env: dict[str, str] = field(default_factory=dict)  # e.g. VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH
-
-
-def workflow_name(promotion: ModelPromotion) -> str:
-    """Deterministic, so a re-submitted promotion finds its workflow instead of starting another."""
-    return f"{promotion.metadata.name}-train"[:63].rstrip("-.")
 
 
 def _script(fn: Any, name: str, settings: ClusterSettings, **kwargs: Any) -> Script:

@@ -131,6 +131,8 @@ class LoadTest(_Model):
     max_p95_ms: Annotated[float, Field(gt=0)] | None = None
     max_error_rate: Fraction | None = None
     min_rps: Annotated[float, Field(ge=0)] | None = None
+    # false: the budgets are measured and reported but never block (trial a new budget first)
+    enforce: bool = True
 
     @field_validator("duration")
     @classmethod

@@ -1,0 +1,318 @@
+"""The promotion state machine: (spec, status, observation, now) -> (next status, actions).
+
+Pure: it knows nothing of kopf, subprocesses, HTTP or MLflow. A driver (the kopf operator, or
+`promoter run` on one machine) observes the world through its backends, asks `decide`, saves the
+returned status FIRST and only then carries out the actions. Actions are idempotent requests ("make
+sure the preview serves version 7"), so a driver killed between saving and acting simply asks again
+after a restart and gets the same actions back: nothing is trained, registered or promoted twice.
+
+Phases: Pending -> Training -> Evaluating -> Gating -> Deploying -> LoadTesting -> [AwaitingApproval]
+-> Promoting -> Promoted, or Rejected (a gate said no), Failed (something broke), RolledBack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from promoter.operator.gates import GateResult, evaluate_load_gates
+from promoter.spec import ModelPromotion
+from promoter.status import Condition, GateSummary, LoadTestResult, Phase, PromotionStatus, Transition
+
+# Output parameters of the train -> evaluate workflow, as "<task>.<parameter>".
+RUN_ID_OUTPUT = "train.run-id"
+DECISION_OUTPUT = "evaluate.decision"
+PREVIEW_DEADLINE = timedelta(minutes=10)
+
+
+# --- what the driver observed ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkflowObservation:
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"]
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PreviewObservation:
+    """What the preview address answers right now, not what was asked of it."""
+
+    version: str | None
+    ready: bool
+    failure: str = ""  # set when the preview cannot come up at all
+
+
+@dataclass(frozen=True)
+class LoadTestObservation:
+    result: LoadTestResult | None
+    error: str = ""  # the load test crashed or measured nothing
+
+
+@dataclass(frozen=True)
+class Observation:
+    workflow: WorkflowObservation | None = None
+    gates: GateSummary | None = None
+    registered_version: str | None = None  # the candidate's registry version, once registered
+    champion: str | None = None  # the version @champion points to
+    active: str | None = None  # the version the active (production) address serves
+    preview: PreviewObservation | None = None
+    load_test: LoadTestObservation | None = None
+
+
+# --- what the driver must do -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunWorkflow:
+    name: str
+
+
+@dataclass(frozen=True)
+class RegisterModel:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class DeployPreview:
+    version: str
+
+
+@dataclass(frozen=True)
+class RunLoadTest:
+    version: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Move @champion to `version` (remembering the old one) and switch the active side to it."""
+
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AbortPreview:
+    reason: str
+
+
+Action = RunWorkflow | RegisterModel | DeployPreview | RunLoadTest | Promote | AbortPreview
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: PromotionStatus
+    actions: tuple[Action, ...] = ()
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+def workflow_name(promotion: ModelPromotion) -> str:
+    """Deterministic, so a resumed promotion finds its workflow instead of starting another."""
+    return f"{promotion.metadata.name}-train"[:63].rstrip("-.")
+
+
+def decide(promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime) -> Decision:
+    """The next status and the actions that move the promotion forward; no actions means "wait"."""
+    machine = _Machine(promotion, status.model_copy(deep=True), seen, now)
+    return machine.run()
+
+
+class _Machine:
+    def __init__(self, promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime):
+        self.promotion = promotion
+        self.spec = promotion.spec
+        self.status = status
+        self.seen = seen
+        self.now = now
+
+    def run(self) -> Decision:
+        handler = getattr(self, f"_{self.status.phase.lower()}")
+        actions: tuple[Action, ...] = handler()
+        return Decision(self.status, actions)
+
+    # transitions
+
+    def _enter(self, phase: Phase, reason: str, message: str = "") -> None:
+        status = self.status
+        status.phase, status.reason, status.message = phase, reason, message
+        status.history.append(Transition(phase=phase, at=self.now, reason=reason, message=message))
+        terminal = status.terminal
+        self._condition("Progressing", "False" if terminal else "True", reason, message)
+        if phase in ("Promoted", "Rejected", "Failed", "RolledBack"):
+            self._condition("Promoted", "True" if phase == "Promoted" else "False", reason, message)
+
+    def _condition(self, kind: str, value: Literal["True", "False"], reason: str, message: str) -> None:
+        kept = [c for c in self.status.conditions if c.type != kind]
+        previous = next((c for c in self.status.conditions if c.type == kind), None)
+        since = previous.last_transition_time if previous and previous.status == value else self.now
+        kept.append(
+            Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=since)
+        )
+        self.status.conditions = kept
+
+    def _fail(self, reason: str, message: str, *cleanup: Action) -> tuple[Action, ...]:
+        self._enter("Failed", reason, message)
+        return cleanup
+
+    def _reject(self, reason: str, message: str, *cleanup: Action) -> tuple[Action, ...]:
+        self._enter("Rejected", reason, message)
+        return cleanup
+
+    # phases
+
+    def _pending(self) -> tuple[Action, ...]:
+        source = self.spec.source
+        if source.train is not None:
+            self.status.workflow = workflow_name(self.promotion)
+            self._enter("Training", "WorkflowSubmitted", f"workflow {self.status.workflow}")
+            return (RunWorkflow(self.status.workflow),)
+        version = source.model_version
+        if self.seen.registered_version != version:
+            return self._fail("UnknownModelVersion", f"{self.spec.model} has no registered version {version}")
+        self.status.model_version = version
+        return self._deploy_or_promote("ExistingVersion", f"promoting registered version {version}")
+
+    def _training(self) -> tuple[Action, ...]:
+        return self._follow_workflow(RUN_ID_OUTPUT, "Evaluating", "Trained")
+
+    def _evaluating(self) -> tuple[Action, ...]:
+        return self._follow_workflow(DECISION_OUTPUT, "Gating", "Evaluated")
+
+    def _follow_workflow(self, output: str, next_phase: Phase, reason: str) -> tuple[Action, ...]:
+        workflow = self.seen.workflow
+        name = self.status.workflow or workflow_name(self.promotion)
+        if workflow is not None and workflow.phase == "Failed":
+            return self._fail("WorkflowFailed", workflow.message or f"workflow {name} failed")
+        if workflow is None or output not in workflow.outputs:
+            return (RunWorkflow(name),)
+        if output == RUN_ID_OUTPUT:
+            self.status.run_id = workflow.outputs[output]
+            self._enter(next_phase, reason, f"MLflow run {self.status.run_id}")
+        else:
+            self._enter(next_phase, reason, f"offline gates: {workflow.outputs[output]}")
+        return self._gating() if next_phase == "Gating" else (RunWorkflow(name),)
+
+    def _gating(self) -> tuple[Action, ...]:
+        gates = self.seen.gates
+        if gates is None:
+            return self._fail("NoGateReport", f"run {self.status.run_id} has no gate report")
+        self.status.gates = gates
+        if not gates.passed:
+            return self._reject("GatesFailed", _describe(gates.failures))
+        if self.seen.registered_version is None:
+            assert self.status.run_id is not None  # set when leaving Training
+            return (RegisterModel(self.status.run_id),)
+        self.status.model_version = self.seen.registered_version
+        return self._deploy_or_promote("GatesPassed", f"registered as version {self.status.model_version}")
+
+    def _deploy_or_promote(self, reason: str, message: str) -> tuple[Action, ...]:
+        version = self._candidate()
+        if self.spec.rollout is None:
+            return self._start_promoting(reason, message + "; no rollout: registry only")
+        self._enter("Deploying", reason, message)
+        return (DeployPreview(version),)
+
+    def _deploying(self) -> tuple[Action, ...]:
+        version = self._candidate()
+        preview = self.seen.preview
+        if preview is not None and preview.failure:
+            return self._fail("PreviewFailed", preview.failure, AbortPreview("preview failed"))
+        # A preview that answers with another version (old pods behind the preview address) is not ready.
+        if preview is not None and preview.ready and preview.version == version:
+            self._enter("LoadTesting", "PreviewReady", f"preview serves version {version}")
+            return (RunLoadTest(version),)
+        entered = self.status.entered_at()
+        if entered is not None and self.now - entered > PREVIEW_DEADLINE:
+            answering = preview.version if preview else None
+            return self._fail(
+                "PreviewTimeout",
+                f"preview did not serve version {version} within {PREVIEW_DEADLINE} (answers {answering})",
+                AbortPreview("preview timed out"),
+            )
+        return (DeployPreview(version),)
+
+    def _loadtesting(self) -> tuple[Action, ...]:
+        version = self._candidate()
+        assert self.spec.rollout is not None  # only rollouts get here
+        observed = self.seen.load_test
+        if observed is None:
+            return (RunLoadTest(version),)
+        if observed.result is None or observed.result.requests == 0:
+            why = observed.error or "the load test produced no result"
+            return self._fail("LoadTestFailed", why, AbortPreview("load test failed"))
+        result = observed.result
+        self.status.load_test = result
+        self.status.load_test_gates = evaluate_load_gates(
+            self.spec.rollout.load_test, p95_ms=result.p95_ms, error_rate=result.error_rate, rps=result.rps
+        )
+        blocking = [g for g in self.status.load_test_gates if g.enforced and g.verdict == "fail"]
+        if blocking:
+            return self._reject("LoadTestGatesFailed", _describe(blocking), AbortPreview("load test gates"))
+        summary = f"p95 {result.p95_ms:.1f} ms, {result.rps:.0f} rps, errors {result.error_rate:.4f}"
+        if self.spec.approval.required and self.status.approved_by is None:
+            self._enter("AwaitingApproval", "LoadTestPassed", summary + "; waiting for `promoter approve`")
+            return ()
+        return self._start_promoting("LoadTestPassed", summary)
+
+    def _awaitingapproval(self) -> tuple[Action, ...]:
+        if self.status.approved_by is None:
+            return ()
+        return self._start_promoting("Approved", f"approved by {self.status.approved_by}")
+
+    def _start_promoting(self, reason: str, message: str) -> tuple[Action, ...]:
+        version = self._candidate()
+        # Recorded before the alias moves: after a crash, the old champion is still known.
+        if self.seen.champion != version:
+            self.status.previous_champion = self.seen.champion
+        self._enter("Promoting", reason, message)
+        return self._promoting()
+
+    def _promoting(self) -> tuple[Action, ...]:
+        version = self._candidate()
+        if self._serves(version):
+            previous = self.status.previous_champion
+            self._enter("Promoted", "Promoted", f"@champion is version {version} (was {previous or 'none'})")
+            return ()
+        return (Promote(version, f"promotion {self.promotion.metadata.name}"),)
+
+    def _promoted(self) -> tuple[Action, ...]:
+        if self.status.rollback_requested_by is None:
+            return ()
+        previous = self.status.previous_champion
+        if previous is None:
+            self.status.rollback_requested_by = None
+            self.status.message = "rollback refused: there was no champion before this promotion"
+            return ()
+        if self._serves(previous):
+            by = self.status.rollback_requested_by
+            self._enter("RolledBack", "RolledBack", f"@champion is version {previous} again (by {by})")
+            return ()
+        return (Promote(previous, f"rollback of promotion {self.promotion.metadata.name}"),)
+
+    def _terminal(self) -> tuple[Action, ...]:
+        return ()
+
+    _rejected = _failed = _rolledback = _terminal
+
+    # helpers
+
+    def _candidate(self) -> str:
+        version = self.status.model_version
+        assert version is not None, "phases after Gating always have a model version"
+        return version
+
+    def _serves(self, version: str) -> bool:
+        return self.seen.champion == version and (self.spec.rollout is None or self.seen.active == version)
+
+
+def _describe(failures: list[GateResult]) -> str:
+    parts = []
+    for gate in failures:
+        actual = "missing" if gate.actual is None else f"{gate.actual:.4g}"
+        parts.append(f"{gate.name} {actual} (needs {gate.comparison} {gate.threshold})")
+    return "; ".join(parts) or "a gate failed"
