@@ -1,0 +1,154 @@
+"""Drives a promotion: observe the backends, ask the engine, save the status, then act.
+
+The order is what makes it crash-safe: the status (with every identifier the next phase needs) is
+saved before any action runs, and actions are idempotent. The kopf operator runs one `reconcile` per
+event; `promoter run` calls `drive`, which repeats it until the promotion settles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from promoter.operator.engine import (
+    AbortPreview,
+    Action,
+    Decision,
+    DeployPreview,
+    Observation,
+    Promote,
+    RegisterModel,
+    RunLoadTest,
+    RunWorkflow,
+    decide,
+)
+from promoter.operator.ports import LoadTests, Registry, Rollouts, Workflows
+from promoter.spec import ModelPromotion
+from promoter.status import PromotionStatus, Transition, utc_now
+
+# Phases in which the engine may look at each observation (observing costs I/O: only what is needed).
+_WORKFLOW_PHASES = {"Training", "Evaluating"}
+_GATE_PHASES = {"Evaluating", "Gating"}
+_ACTIVE_PHASES = {
+    "Pending",
+    "Evaluating",
+    "Gating",
+    "LoadTesting",
+    "AwaitingApproval",
+    "Promoting",
+    "Promoted",
+}
+
+
+class StatusStore(Protocol):
+    def load(self) -> PromotionStatus: ...
+
+    def save(self, status: PromotionStatus) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backends:
+    workflows: Workflows
+    registry: Registry
+    rollouts: Rollouts
+    load_tests: LoadTests
+
+
+def load_test_key(promotion: ModelPromotion, version: str) -> str:
+    return f"{promotion.metadata.name}-v{version}"
+
+
+def observe(promotion: ModelPromotion, status: PromotionStatus, backends: Backends) -> Observation:
+    spec, phase = promotion.spec, status.phase
+    rollout = spec.rollout.name if spec.rollout else None
+    registry = backends.registry
+
+    workflow = None
+    if phase in _WORKFLOW_PHASES and status.workflow:
+        workflow = backends.workflows.observe(promotion, status.workflow)
+    gates = registry.gate_summary(status.run_id) if phase in _GATE_PHASES and status.run_id else None
+    registered = None
+    if spec.source.model_version is not None:
+        wanted = spec.source.model_version
+        registered = wanted if phase == "Pending" and registry.has_version(spec.model, wanted) else None
+    elif status.run_id and phase in _GATE_PHASES:
+        registered = registry.registered_version(spec.model, status.run_id)
+    preview = backends.rollouts.preview(rollout) if rollout and phase == "Deploying" else None
+    load_test = None
+    if phase == "LoadTesting" and status.model_version:
+        load_test = backends.load_tests.observe(load_test_key(promotion, status.model_version))
+    active = backends.rollouts.active_version(rollout) if rollout and phase in _ACTIVE_PHASES else None
+    return Observation(
+        workflow=workflow,
+        gates=gates,
+        registered_version=registered,
+        champion=registry.champion(spec.model),
+        active=active,
+        preview=preview,
+        load_test=load_test,
+    )
+
+
+def execute(promotion: ModelPromotion, action: Action, backends: Backends) -> None:
+    spec = promotion.spec
+    rollout = spec.rollout
+    match action:
+        case RunWorkflow(name):
+            backends.workflows.run(promotion, name)
+        case RegisterModel(run_id):
+            backends.registry.register(spec.model, run_id, promotion.metadata.name)
+        case DeployPreview(version):
+            assert rollout is not None
+            backends.rollouts.deploy_preview(rollout.name, spec.model, version)
+        case RunLoadTest(version):
+            assert rollout is not None
+            backends.load_tests.run(load_test_key(promotion, version), rollout.name, rollout.load_test)
+        case Promote(version, reason):
+            # Traffic first, then the record: @champion never names a version nobody serves.
+            if rollout is not None:
+                backends.rollouts.promote(rollout.name, spec.model, version)
+            backends.registry.move_champion(spec.model, version, reason)
+        case AbortPreview():
+            if rollout is not None:
+                backends.rollouts.abort(rollout.name)
+
+
+def reconcile(
+    promotion: ModelPromotion,
+    store: StatusStore,
+    backends: Backends,
+    now: datetime | None = None,
+    on_transition: Callable[[Transition], None] | None = None,
+) -> Decision:
+    """One observe -> decide -> save -> act round."""
+    before = store.load()
+    decision = decide(promotion, before, observe(promotion, before, backends), now or utc_now())
+    if decision.status != before:
+        store.save(decision.status)
+    if on_transition is not None:
+        for transition in decision.status.history[len(before.history) :]:
+            on_transition(transition)
+    for action in decision.actions:
+        execute(promotion, action, backends)
+    return decision
+
+
+def drive(
+    promotion: ModelPromotion,
+    store: StatusStore,
+    backends: Backends,
+    on_transition: Callable[[Transition], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> PromotionStatus:
+    """Reconcile until the promotion is settled or waits for a human; returns the last status."""
+    while True:
+        entries = len(store.load().history)
+        decision = reconcile(promotion, store, backends, on_transition=on_transition)
+        status = decision.status
+        if status.terminal or (status.phase == "AwaitingApproval" and not decision.actions):
+            return status
+        if len(status.history) == entries:
+            time.sleep(poll_seconds)  # nothing moved: wait for the backends to catch up

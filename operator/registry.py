@@ -1,0 +1,149 @@
+"""The MLflow model registry as the promotion's system of record: versions, aliases, their history.
+
+Only aliases are used (`@champion`, `@previous-champion`), never the deprecated stages. MLflow keeps
+no history of alias moves, so every move is also written as a registered-model tag
+`promoter.alias-move.NNNNNN` (who, when, why, from which version): "what was in production on date X,
+and who put it there" is answered by `champion_at`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+
+from promoter.operator.gates import GATE_REPORT_ARTIFACT, GateReport
+from promoter.pipelines.evaluate import CHAMPION_ALIAS, current_champion
+from promoter.status import GateSummary, utc_now
+
+PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+MOVE_TAG_PREFIX = "promoter.alias-move."
+PROMOTION_TAG = "promoter.promotion"
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    from_version: str | None
+    to_version: str
+    by: str
+    at: datetime
+    why: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "alias": self.alias,
+                "from": self.from_version,
+                "to": self.to_version,
+                "by": self.by,
+                "at": self.at.isoformat(),
+                "why": self.why,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> AliasMove:
+        data = json.loads(raw)
+        return cls(
+            data["alias"],
+            data["from"],
+            data["to"],
+            data["by"],
+            datetime.fromisoformat(data["at"]),
+            data["why"],
+        )
+
+
+class MlflowRegistry:
+    def __init__(self, client: MlflowClient, actor: str) -> None:
+        self.client = client
+        self.actor = actor  # who moves aliases: a user locally, the operator's service account in a cluster
+
+    def gate_summary(self, run_id: str) -> GateSummary | None:
+        try:
+            raw = mlflow.artifacts.load_text(f"runs:/{run_id}/{GATE_REPORT_ARTIFACT}")
+            report = GateReport.model_validate_json(raw)
+        except (MlflowException, OSError, ValidationError):
+            return None
+        return GateSummary(
+            passed=report.passed,
+            failures=report.blocking_failures,
+            advisory_failures=[g for g in report.gates if not g.enforced and g.verdict == "fail"],
+            report_uri=f"runs:/{run_id}/{GATE_REPORT_ARTIFACT}",
+        )
+
+    def registered_version(self, model: str, run_id: str) -> str | None:
+        try:
+            versions = self.client.search_model_versions(f"name='{model}' and run_id='{run_id}'")
+        except MlflowException:
+            return None
+        return str(min(int(v.version) for v in versions)) if versions else None
+
+    def has_version(self, model: str, version: str) -> bool:
+        try:
+            self.client.get_model_version(model, version)
+        except MlflowException:
+            return False
+        return True
+
+    def champion(self, model: str) -> str | None:
+        found = current_champion(self.client, model)
+        return str(found.version) if found is not None else None
+
+    def register(self, model: str, run_id: str, promotion: str) -> str:
+        existing = self.registered_version(model, run_id)
+        if existing is not None:
+            return existing
+        outputs = self.client.get_run(run_id).outputs
+        logged = outputs.model_outputs[0].model_id if outputs and outputs.model_outputs else None
+        if logged is None:
+            raise MlflowException(f"run {run_id} logged no model to register")
+        try:
+            self.client.create_registered_model(model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        registered = self.client.create_model_version(
+            model, f"models:/{logged}", run_id=run_id, tags={PROMOTION_TAG: promotion}, model_id=logged
+        )
+        return str(registered.version)
+
+    def move_champion(self, model: str, version: str, reason: str) -> None:
+        current = self.champion(model)
+        if current == version:
+            return  # already done (a resumed promotion): the history must not get a second entry
+        if current is not None:
+            self._set_alias(model, PREVIOUS_CHAMPION_ALIAS, current, reason)
+        self._set_alias(model, CHAMPION_ALIAS, version, reason)
+        now = utc_now().isoformat()
+        for key, value in (("promoter.promoted_by", self.actor), ("promoter.promoted_at", now)):
+            self.client.set_model_version_tag(model, version, key, value)
+        self.client.set_model_version_tag(model, version, "promoter.promoted_why", reason)
+
+    def _set_alias(self, model: str, alias: str, version: str, reason: str) -> None:
+        previous = None
+        with contextlib.suppress(MlflowException):
+            previous = str(self.client.get_model_version_by_alias(model, alias).version)
+        if previous == version:
+            return
+        self.client.set_registered_model_alias(model, alias, version)
+        move = AliasMove(alias, previous, version, self.actor, utc_now(), reason)
+        sequence = len(self.alias_history(model))
+        self.client.set_registered_model_tag(model, f"{MOVE_TAG_PREFIX}{sequence:06d}", move.to_json())
+
+    def alias_history(self, model: str) -> list[AliasMove]:
+        tags = self.client.get_registered_model(model).tags
+        return [AliasMove.from_json(tags[key]) for key in sorted(tags) if key.startswith(MOVE_TAG_PREFIX)]
+
+    def champion_at(self, model: str, when: datetime) -> AliasMove | None:
+        """The move that made the then-champion, or None if there was no champion at `when`."""
+        moves = [m for m in self.alias_history(model) if m.alias == CHAMPION_ALIAS and m.at <= when]
+        return moves[-1] if moves else None
