@@ -19,11 +19,14 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+from promoter.processes import bound_to_parent
+
 _REFERENCE = re.compile(
     r"\{\{\s*(workflow\.parameters\.[\w-]+|tasks\.[\w-]+\.outputs\.parameters\.[\w-]+)\s*\}\}"
 )
 _OUTPUTS_ENV = "hera__outputs_directory"
 _LOG_TAIL_LINES = 30
+_RESULT_FILE = "result.json"
 
 
 class WorkflowError(RuntimeError):
@@ -88,8 +91,14 @@ def run_workflow(
     env: Mapping[str, str] | None = None,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[TaskResult], None] | None = None,
+    max_new_tasks: int | None = None,
 ) -> dict[str, TaskResult]:
-    """Run every task of the entrypoint DAG in dependency order; stop at the first failed step."""
+    """Run the tasks of the entrypoint DAG in dependency order; stop at the first failed step.
+
+    A task that already succeeded in this workdir is not run again (its recorded outputs are used),
+    so a run interrupted by a crash resumes where it stopped. `max_new_tasks` runs at most that many
+    tasks that had not succeeded yet, which lets a caller observe the workflow between steps.
+    """
     spec = manifest["spec"]
     templates = {template["name"]: template for template in spec["templates"]}
     dag_tasks = {task["name"]: task for task in templates[spec["entrypoint"]]["dag"]["tasks"]}
@@ -104,7 +113,16 @@ def run_workflow(
         raise WorkflowError(f"the DAG has a cycle: {exc.args[1]}") from None
 
     results: dict[str, TaskResult] = {}
+    started = 0
     for name in order:
+        step_dir = workdir / "steps" / name
+        recorded = _recorded(name, step_dir)
+        if recorded is not None:
+            results[name] = recorded
+            continue
+        if max_new_tasks is not None and started >= max_new_tasks:
+            break
+        started += 1
         task = dag_tasks[name]
         if on_start is not None:
             on_start(name)
@@ -112,12 +130,28 @@ def run_workflow(
             p["name"]: _substitute(str(p.get("value", "")), workflow_params, results)
             for p in task.get("arguments", {}).get("parameters", [])
         }
-        results[name] = _run_script(
-            name, templates[task["template"]], arguments, workdir / "steps" / name, env or {}
+        results[name] = _run_script(name, templates[task["template"]], arguments, step_dir, env or {})
+        (step_dir / _RESULT_FILE).write_text(
+            json.dumps({"outputs": results[name].outputs, "seconds": results[name].seconds})
         )
         if on_done is not None:
             on_done(results[name])
     return results
+
+
+def recorded_results(workdir: Path) -> dict[str, TaskResult]:
+    """The tasks that already succeeded in this workdir, by name."""
+    steps = workdir / "steps"
+    found = (_recorded(d.name, d) for d in sorted(steps.iterdir())) if steps.is_dir() else iter(())
+    return {result.name: result for result in found if result is not None}
+
+
+def _recorded(name: str, step_dir: Path) -> TaskResult | None:
+    try:
+        saved = json.loads((step_dir / _RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return TaskResult(name, dict(saved["outputs"]), float(saved["seconds"]), step_dir / "log.txt")
 
 
 def _run_script(
@@ -156,6 +190,7 @@ def _run_script(
             env=step_env,
             cwd=step_dir,
             check=False,
+            preexec_fn=bound_to_parent(),
         )
     if completed.returncode != 0:
         raise StepFailed(name, completed.returncode, log_path)

@@ -40,9 +40,13 @@ def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
     workdir = _setup()
     spec = _promotion(promotion)
     candidate = train_candidate(
-        spec, workdir, on_epoch=lambda m: log.info("epoch %d val/accuracy %.4f", m.epoch, m.val_accuracy)
+        spec,
+        workdir,
+        on_epoch=lambda m: log.info("epoch %d val/accuracy %.4f", m.epoch, m.val_accuracy),
+        reuse_finished=True,
     )
-    log.info("trained run %s (%s)", candidate.run_id, candidate.model_uri)
+    verb = "trained" if candidate.result is not None else "reused finished"
+    log.info("%s run %s (%s)", verb, candidate.run_id, candidate.model_uri)
     return candidate.run_id
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 
 from promoter.lineage import code_revision, config_sha256
 from promoter.pipelines import get_pipeline
 from promoter.pipelines.data import load_verified
-from promoter.pipelines.packaging import ModelManifest, log_pipeline_model
+from promoter.pipelines.packaging import MODEL_NAME, ModelManifest, log_pipeline_model
 from promoter.pipelines.tracking import configure_tracking, experiment_id
 from promoter.pipelines.training import (
     EpochMetrics,
@@ -39,14 +40,21 @@ DATA_SHA_TAG = "data.sha256"
 class TrainedCandidate:
     run_id: str
     model_uri: str
-    result: TrainResult
+    result: TrainResult | None  # None: an earlier finished run was reused
 
 
 def train_candidate(
     promotion: ModelPromotion,
     workdir: Path,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    *,
+    reuse_finished: bool = False,
 ) -> TrainedCandidate:
+    """Train and log one candidate.
+
+    With `reuse_finished`, a finished run of the same promotion and resolved config is returned
+    instead: a workflow step retried after a crash (or a resumed `promoter run`) must not train twice.
+    """
     source = promotion.train
     pipeline = get_pipeline(source.pipeline)
     config = pipeline.parse_config(source.params)
@@ -85,6 +93,10 @@ def train_candidate(
 
     client = configure_tracking(workdir)
     experiment = experiment_id(client, promotion.spec.model, workdir)
+    if reuse_finished:
+        finished = _finished_run(client, experiment, promotion.metadata.name, tags["config.sha256"])
+        if finished is not None:
+            return TrainedCandidate(run_id=finished, model_uri=f"runs:/{finished}/{MODEL_NAME}", result=None)
 
     def record_epoch(metrics: EpochMetrics) -> None:
         mlflow.log_metrics(metrics.as_mlflow(), step=metrics.epoch)
@@ -111,3 +123,18 @@ def train_candidate(
         )
         model_uri = log_pipeline_model(result.network, manifest, features[splits["val"][:2]])
         return TrainedCandidate(run_id=run.info.run_id, model_uri=model_uri, result=result)
+
+
+def _finished_run(client: MlflowClient, experiment: str, promotion: str, config_hash: str) -> str | None:
+    """The run a previous attempt finished, if any; attempts that died mid-training are marked KILLED
+    (their process is gone: steps die with their driver), so the store shows what really happened."""
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{PROMOTION_TAG}` = '{promotion}' and tags.`config.sha256` = '{config_hash}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+    finished = [run.info.run_id for run in runs if run.info.status == "FINISHED"]
+    return finished[0] if finished else None
