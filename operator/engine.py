@@ -310,9 +310,13 @@ class _Machine:
         return self.seen.champion == version and (self.spec.rollout is None or self.seen.active == version)
 
 
-def _describe(failures: list[GateResult]) -> str:
+def _describe(failures: list[GateResult], shown: int = 3) -> str:
+    """The first few blocking gates, readable in one line; the full list is in the status and report."""
     parts = []
-    for gate in failures:
+    for gate in failures[:shown]:
         actual = "missing" if gate.actual is None else f"{gate.actual:.4g}"
-        parts.append(f"{gate.name} {actual} (needs {gate.comparison} {gate.threshold})")
+        threshold = "?" if gate.threshold is None else f"{gate.threshold:.4g}"
+        parts.append(f"{gate.name} {actual} (needs {gate.comparison} {threshold})")
+    if len(failures) > shown:
+        parts.append(f"and {len(failures) - shown} more")
     return "; ".join(parts) or "a gate failed"

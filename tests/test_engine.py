@@ -325,3 +325,13 @@ def test_phase_wall_times_come_from_the_history() -> None:
         NOW + timedelta(seconds=42),
     ).status
     assert later.phase_seconds(NOW + timedelta(seconds=50)) == [("Training", 42.0), ("Evaluating", 8.0)]
+
+
+def test_a_rejection_names_the_first_blocking_gates_and_counts_the_rest() -> None:
+    failures = [failing_gate(f"perClass.f1[{digit}]") for digit in range(5)]
+    decision = step(at("Gating"), Observation(gates=GateSummary(passed=False, failures=failures)))
+    assert decision.status.message == (
+        "perClass.f1[0] 0.5 (needs >= 0.9); perClass.f1[1] 0.5 (needs >= 0.9); "
+        "perClass.f1[2] 0.5 (needs >= 0.9); and 2 more"
+    )
+    assert decision.status.gates is not None and len(decision.status.gates.failures) == 5
