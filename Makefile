@@ -30,16 +30,17 @@ install: $(UV)  ## create .venv with the locked dependencies and `promoter` on i
 	$(UV) sync --frozen --reinstall-package promoter --quiet
 	@echo "ready: $(BIN)/promoter"
 
-demo: install  ## train, evaluate and gate a good and a deliberately bad digits candidate
+demo: install  ## a whole promotion on this machine: a good candidate promoted, a bad one rejected
+	@$(BIN)/promoter down --workdir $(DEMO_WORKDIR) 2>/dev/null || true
 	@rm -rf $(DEMO_WORKDIR)
-	@echo "== a good candidate: examples/digits/promotion.yaml"
-	@run=$$($(BIN)/promoter train examples/digits/promotion.yaml --workdir $(DEMO_WORKDIR)) && \
-	  $(BIN)/promoter evaluate examples/digits/promotion.yaml --run-id $$run --workdir $(DEMO_WORKDIR)
+	@echo "== a good candidate: examples/digits/promotion.yaml (train, gate, register, preview, load test, promote)"
+	$(BIN)/promoter run examples/digits/promotion.yaml --workdir $(DEMO_WORKDIR)
 	@echo "== a bad candidate: examples/digits/bad-candidate.yaml (must be rejected: exit 3)"
-	@run=$$($(BIN)/promoter train examples/digits/bad-candidate.yaml --workdir $(DEMO_WORKDIR)) && \
-	  { $(BIN)/promoter evaluate examples/digits/bad-candidate.yaml --run-id $$run --workdir $(DEMO_WORKDIR); \
-	    code=$$?; [ $$code -eq 3 ] && echo "rejected by its gates, as it should be" || exit 1; }
-	@echo "MLflow store: $(DEMO_WORKDIR)/mlflow.db  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_WORKDIR)/mlflow.db)"
+	@$(BIN)/promoter run examples/digits/bad-candidate.yaml --workdir $(DEMO_WORKDIR); \
+	  code=$$?; [ $$code -eq 3 ] && echo "rejected by its gates; the champion and the active server are untouched" || exit 1
+	@$(BIN)/promoter status --workdir $(DEMO_WORKDIR)
+	@echo "next: promoter history digits | promoter rollback digits | promoter down   (each with --workdir $(DEMO_WORKDIR))"
+	@echo "MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_WORKDIR)/mlflow.db"
 
 lint: install  ## ruff
 	$(BIN)/ruff check .

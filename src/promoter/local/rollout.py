@@ -1,0 +1,288 @@
+"""Blue/green on loopback, with the semantics of an Argo Rollout (blueGreen, no auto-promotion).
+
+Each model version is served by its own `promoter serve` process. The preview address is the
+candidate's server itself; the active address is a proxy (the stable "active Service") that switches
+to the new server only at promotion. The server it replaces stays up as the hot rollback target;
+older ones are retired. State lives in `WORKDIR/rollouts/NAME/state.json`; the processes outlive
+`promoter run` (they are production), and `promoter down` stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promoter.local.store import replace_file
+from promoter.operator.engine import PreviewObservation
+from promoter.pipelines.tracking import TRACKING_ENV
+
+SERVER_START_SECONDS = 180.0
+STOP_GRACE_SECONDS = 30.0
+_LOG_TAIL_LINES = 15
+
+
+class RolloutError(RuntimeError):
+    pass
+
+
+@dataclass
+class Process:
+    pid: int
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class RolloutState:
+    model: str = ""
+    proxy: Process | None = None
+    servers: dict[str, Process] = field(default_factory=dict)
+    active: str | None = None
+    previous: str | None = None
+    preview: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RolloutState:
+        proxy = Process(**raw["proxy"]) if raw.get("proxy") else None
+        servers = {version: Process(**p) for version, p in raw.get("servers", {}).items()}
+        return cls(
+            raw.get("model", ""), proxy, servers, raw.get("active"), raw.get("previous"), raw.get("preview")
+        )
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False  # our child, and it has exited
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return b"promoter" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the signal check
+
+
+def _stop(process: Process) -> None:
+    if not _alive(process.pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGTERM)  # graceful: in-flight requests finish
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while _alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        if _alive(process.pid):
+            os.kill(process.pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get_json(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The JSON body of a 200 answer, else None (not listening, not ready, or not JSON)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            document = json.loads(response.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def served_version(address: str) -> str | None:
+    metadata = get_json(f"{address}/metadata")
+    return str(metadata["version"]) if metadata and metadata.get("version") is not None else None
+
+
+class LocalRollouts:
+    def __init__(self, workdir: Path, tracking_uri: str, serve_args: tuple[str, ...] = ()) -> None:
+        self.workdir = workdir
+        self.tracking_uri = tracking_uri
+        self.serve_args = serve_args
+
+    def directory(self, rollout: str) -> Path:
+        return self.workdir / "rollouts" / rollout
+
+    # the Rollouts port
+
+    def deploy_preview(self, rollout: str, model: str, version: str) -> None:
+        with self._state(rollout) as state:
+            state.model = model
+            self._ensure_proxy(rollout, state)
+            if state.preview not in (None, version):
+                self._retire_preview(state)
+            self._ensure_server(rollout, state, model, version)
+            state.preview = version
+
+    def preview(self, rollout: str) -> PreviewObservation | None:
+        with self._state(rollout) as state:
+            if state.preview is None:
+                return None
+            server = state.servers.get(state.preview)
+            if server is None or not _alive(server.pid):
+                log = self.directory(rollout) / f"server-v{state.preview}.log"
+                return PreviewObservation(None, False, failure=f"the preview server exited{_tail(log)}")
+            ready = get_json(f"{server.address}/readyz") is not None
+            return PreviewObservation(served_version(server.address), ready)
+
+    def active_version(self, rollout: str) -> str | None:
+        with self._state(rollout) as state:
+            return served_version(state.proxy.address) if state.proxy else None
+
+    def promote(self, rollout: str, model: str, version: str) -> None:
+        with self._state(rollout) as state:
+            state.model = model
+            proxy = self._ensure_proxy(rollout, state)
+            server = self._ensure_server(rollout, state, model, version)
+            self._wait_ready(rollout, version, server)
+            target = self.directory(rollout) / "active-target"
+            replace_file(target, f"127.0.0.1:{server.port}")
+            if not _until(lambda: served_version(proxy.address) == version, 15.0):
+                raise RolloutError(f"{rollout}: the active address does not answer with version {version}")
+            if state.active != version:
+                state.previous, state.active = state.active, version
+            if state.preview == version:
+                state.preview = None
+            keep = {state.active, state.previous, state.preview}
+            for old in [v for v in state.servers if v not in keep]:
+                _stop(state.servers.pop(old))
+
+    def abort(self, rollout: str) -> None:
+        with self._state(rollout) as state:
+            self._retire_preview(state)
+
+    # beyond the port: what the CLI shows and how a user stops it all
+
+    def describe(self, rollout: str) -> RolloutState:
+        with self._state(rollout) as state:
+            return state
+
+    def rollouts(self) -> list[str]:
+        root = self.workdir / "rollouts"
+        return sorted(p.parent.name for p in root.glob("*/state.json")) if root.is_dir() else []
+
+    def down(self, rollout: str) -> None:
+        with self._state(rollout) as state:
+            for server in state.servers.values():
+                _stop(server)
+            if state.proxy is not None:
+                _stop(state.proxy)
+            state.servers, state.proxy = {}, None
+            state.active = state.previous = state.preview = None
+
+    # internals
+
+    @contextlib.contextmanager
+    def _state(self, rollout: str) -> Iterator[RolloutState]:
+        directory = self.directory(rollout)
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = directory / "state.json"
+            state = RolloutState.from_json(json.loads(path.read_text())) if path.exists() else RolloutState()
+            try:
+                yield state
+            finally:  # a process started before a failure must stay known, or it could never be stopped
+                replace_file(path, json.dumps(asdict(state), indent=2))
+
+    def _spawn(self, command: list[str], log: Path) -> int:
+        env = {**os.environ, TRACKING_ENV: self.tracking_uri}
+        with log.open("a") as output:
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        return process.pid
+
+    def _ensure_proxy(self, rollout: str, state: RolloutState) -> Process:
+        if state.proxy is not None and _alive(state.proxy.pid):
+            return state.proxy
+        port = state.proxy.port if state.proxy else _free_port()  # the active address never moves
+        target = self.directory(rollout) / "active-target"
+        command = [sys.executable, "-m", "promoter.local.proxy", str(port), str(target)]
+        state.proxy = Process(self._spawn(command, self.directory(rollout) / "proxy.log"), port)
+        if not _until(lambda: _listening(port), 10.0):
+            raise RolloutError(f"{rollout}: the active proxy did not start on port {port}")
+        return state.proxy
+
+    def _ensure_server(self, rollout: str, state: RolloutState, model: str, version: str) -> Process:
+        existing = state.servers.get(version)
+        if existing is not None and _alive(existing.pid):
+            return existing
+        port = _free_port()
+        command = [
+            sys.executable, "-m", "promoter", "serve",
+            "--model-uri", f"models:/{model}/{version}",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--workdir", str(self.workdir),
+            *self.serve_args,
+        ]  # fmt: skip
+        state.servers[version] = Process(
+            self._spawn(command, self.directory(rollout) / f"server-v{version}.log"), port
+        )
+        return state.servers[version]
+
+    def _wait_ready(self, rollout: str, version: str, server: Process) -> None:
+        def ready() -> bool:
+            if not _alive(server.pid):
+                raise RolloutError(
+                    f"the server for version {version} exited{_tail(self._log(rollout, version))}"
+                )
+            return get_json(f"{server.address}/readyz") is not None
+
+        if not _until(ready, SERVER_START_SECONDS):
+            raise RolloutError(
+                f"the server for version {version} was not ready in {SERVER_START_SECONDS:.0f}s"
+            )
+
+    def _log(self, rollout: str, version: str) -> Path:
+        return self.directory(rollout) / f"server-v{version}.log"
+
+    def _retire_preview(self, state: RolloutState) -> None:
+        preview, state.preview = state.preview, None
+        if preview is not None and preview not in (state.active, state.previous) and preview in state.servers:
+            _stop(state.servers.pop(preview))
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _until(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+    except OSError:
+        return ""
+    return "; log " + str(log) + ":\n" + "\n".join(f"  | {line}" for line in lines)
