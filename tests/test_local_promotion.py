@@ -32,6 +32,15 @@ from .conftest import PROMOTER, run_cli
 pytestmark = pytest.mark.slow
 
 ROLLOUT = "digits-serving"
+EVERY_PHASE_OF_A_PROMOTION = [
+    "Training",
+    "Evaluating",
+    "Gating",
+    "Deploying",
+    "LoadTesting",
+    "Promoting",
+    "Promoted",
+]
 GOOD_PARAMS = {"epochs": 2, "lr": 0.002, "seed": 7}
 # Trains fine, cannot pass: most labels are wrong and it sees a quarter of the data.
 BAD_PARAMS = {"epochs": 1, "lr": 0.002, "seed": 7, "label_noise": 0.6, "train_fraction": 0.25}
@@ -117,15 +126,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 def test_a_good_candidate_goes_all_the_way_and_its_story_is_recorded(platform: Platform) -> None:
     status = platform.status("first")
-    assert [t.phase for t in status.history] == [
-        "Training",
-        "Evaluating",
-        "Gating",
-        "Deploying",
-        "LoadTesting",
-        "Promoting",
-        "Promoted",
-    ]
+    assert [t.phase for t in status.history] == EVERY_PHASE_OF_A_PROMOTION
     assert status.previous_champion is None  # the first champion
     assert status.gates is not None and status.gates.passed
     assert status.load_test is not None and status.load_test.requests > 0
@@ -240,15 +241,7 @@ def test_a_run_killed_in_each_phase_resumes_without_training_or_registering_twic
 
         completed, status = promote(platform, spec)
         assert completed.returncode == 0, completed.stderr
-        assert [t.phase for t in status.history] == [
-            "Training",
-            "Evaluating",
-            "Gating",
-            "Deploying",
-            "LoadTesting",
-            "Promoting",
-            "Promoted",
-        ]
+        assert [t.phase for t in status.history] == EVERY_PHASE_OF_A_PROMOTION
         registry = platform.registry
         experiment = registry.client.get_experiment_by_name("digits")
         assert experiment is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -42,12 +42,17 @@ WorkdirOpt = Annotated[
 ]
 
 
+def _refuse(message: str) -> NoReturn:
+    """Bad input for a command: say why and exit 2, changing nothing."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def _load(path: Path) -> ModelPromotion:
     try:
         return load_promotion(path)
     except SpecError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _refuse(str(exc))
 
 
 def _version(value: bool) -> None:
@@ -94,8 +99,7 @@ def train(spec: SpecArg, workdir: WorkdirOpt = None) -> None:
                 ),
             )
         except (SpecError, DataError, LineageError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            _refuse(str(exc))
     assert candidate.result is not None  # only resumed workflow steps reuse a finished run
     last = candidate.result.history[-1]
     err.print(
@@ -130,8 +134,7 @@ def evaluate(
         try:
             evaluation = evaluate_candidate(promotion, run_id, root, report_path)
         except (SpecError, DataError, EvaluationError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            _refuse(str(exc))
     _print_gate_report(evaluation.report)
     out.print(f"gate report: {report_path}", highlight=False)
     if not evaluation.report.passed:
@@ -178,10 +181,7 @@ def render(
 
     promotion = _load(spec)
     if promotion.spec.source.train is None:
-        err.print(
-            "[red]error:[/red] spec.source.modelVersion promotes a registered version: nothing to train"
-        )
-        raise typer.Exit(EXIT_BAD_INPUT)
+        _refuse("spec.source.modelVersion promotes a registered version: nothing to train")
     defaults = ClusterSettings()
     settings = ClusterSettings(
         image=image or defaults.image, namespace=namespace, tracking_uri=tracking_uri or defaults.tracking_uri
@@ -242,8 +242,7 @@ def serve(
     try:
         identity = resolve(model_uri, client)
     except ModelResolutionError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _refuse(str(exc))
     err.print(
         f"serving {identity.uri} (requested {identity.requested_uri}, run {identity.run_id}) "
         f"on http://{host}:{port} with {workers} worker(s)",
@@ -352,8 +351,7 @@ def _drive(
             with err.status(f"{promotion.metadata.name}: working", spinner="dots"):
                 status = drive(promotion, store, platform.backends, on_transition=show)
     except SpecError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _refuse(str(exc))
     except (PromotionBusy, RolloutError, MlflowException, OSError) as exc:
         err.print(
             f"[red]error:[/red] {exc}\nthe status is saved: run the same command again to resume",
@@ -412,8 +410,7 @@ def _stored(workdir: Path, name: str) -> ModelPromotion:
 
     path = promotions_dir(workdir) / name / SPEC_FILE
     if not path.exists():
-        err.print(f"[red]error:[/red] no promotion {name!r} in {workdir}", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT)
+        _refuse(f"no promotion {name!r} in {workdir}")
     return _load(path)
 
 
@@ -432,8 +429,7 @@ def approve(
     promotion = _stored(root, name)
     phase = LocalStatusStore(promotions_dir(root) / name).load().phase
     if phase != "AwaitingApproval":
-        err.print(f"[red]error:[/red] {name} is {phase}, not AwaitingApproval", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT)
+        _refuse(f"{name} is {phase}, not AwaitingApproval")
     _drive(promotion, root, serve_args, as_json, request="approved_by")
 
 
@@ -451,34 +447,19 @@ def rollback(
 
     root = resolve_workdir(workdir)
     champion = local_platform(root).registry.champion(model)
-    current = [
-        promotion
-        for promotion, status in stored_promotions(root)
-        if promotion.spec.model == model and status.phase == "Promoted" and status.model_version == champion
-    ]
     if champion is None:
-        err.print(
-            f"[red]error:[/red] {model!r} has no @champion in {root}: nothing to roll back", highlight=False
-        )
-        raise typer.Exit(EXIT_BAD_INPUT)
+        _refuse(f"{model!r} has no @champion in {root}: nothing to roll back")
+    current = [
+        (promotion, state)
+        for promotion, state in stored_promotions(root)
+        if promotion.spec.model == model and state.phase == "Promoted" and state.model_version == champion
+    ]
     if not current:
-        err.print(
-            f"[red]error:[/red] the @champion of {model!r} (version {champion}) was not put there by a "
-            f"promotion in {root}: nothing to roll back",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_BAD_INPUT)
-    promotion = current[-1]
-    from promoter.local.store import LocalStatusStore, promotions_dir
-
-    previous = LocalStatusStore(promotions_dir(root) / promotion.metadata.name).load().previous_champion
+        _refuse(f"the @champion of {model!r} (version {champion}) was not put there by a promotion in {root}")
+    promotion, state = current[-1]
+    previous = state.previous_champion
     if previous is None:
-        err.print(
-            f"[red]error:[/red] {promotion.metadata.name} made the first champion of {model!r}: "
-            "there is no previous one to roll back to",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_BAD_INPUT)
+        _refuse(f"{promotion.metadata.name} made the first champion of {model!r}: nothing to roll back to")
     err.print(f"rolling back {model}: version {champion} -> {previous} ({promotion.metadata.name})")
     _drive(promotion, root, serve_args, as_json, request="rollback_requested_by")
 
@@ -499,8 +480,7 @@ def status(
     if name is not None:
         found = [(p, s) for p, s in found if p.metadata.name == name]
         if not found:
-            err.print(f"[red]error:[/red] no promotion {name!r}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT)
+            _refuse(f"no promotion {name!r}")
     if as_json:
         documents = [
             {
