@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from promoter.local.rollout import free_port
+
+from .openbao import vault  # noqa: F401  (a session fixture shared by several modules)
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 PROMOTER = Path(sys.executable).parent / "promoter"
@@ -44,14 +48,6 @@ def run_cli(
 def write_spec(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

@@ -44,3 +44,24 @@ def test_redaction_replaces_values_not_keys() -> None:
         "params.lr": 0.1,
         "params.hf_token": REDACTED,
     }
+
+
+def test_a_loaded_secret_is_masked_by_value_wherever_it_appears() -> None:
+    import logging
+    import uuid
+
+    from promoter.redaction import RedactingFilter, redact_text, register_secret_value
+
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    longer = secret + "-and-more"
+    register_secret_value(secret)
+    register_secret_value(longer)
+    register_secret_value("abc")  # too short to mask safely: ordinary text would be mangled
+
+    assert redact_text(f"token={secret}; other={longer}") == "token=***; other=***"
+    assert redact_text("abc stays") == "abc stays"
+    assert redact_flat({"endpoint.note": f"use {secret}"}) == {"endpoint.note": "use ***"}
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "connecting with %s", (secret,), None)
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == "connecting with ***"

@@ -175,16 +175,30 @@ def render(
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI as seen from the pods.")
     ] = None,
+    vault_addr: Annotated[
+        str, typer.Option(help="Vault as seen from the pods.")
+    ] = "http://vault.vault.svc:8200",
+    vault_role: Annotated[
+        str, typer.Option(help="The steps' Vault role (manifests/vault).")
+    ] = "promoter-trainer",
+    vault_secret_path: Annotated[str, typer.Option(help="The steps' KV path.")] = "promoter/trainer",
 ) -> None:
-    """Print the Argo Workflow (YAML) that trains and evaluates the candidate in a cluster."""
+    """Print the Argo Workflow (YAML) that trains and evaluates the candidate in a cluster.
+
+    Steps get a Vault address, role and path, never a secret: they log in with their service account.
+    """
     from promoter.pipelines.workflow import ClusterSettings, build_workflow
 
     promotion = _load(spec)
     if promotion.spec.source.train is None:
         _refuse("spec.source.modelVersion promotes a registered version: nothing to train")
     defaults = ClusterSettings()
+    vault = {"VAULT_ADDR": vault_addr, "VAULT_ROLE": vault_role, "VAULT_SECRET_PATH": vault_secret_path}
     settings = ClusterSettings(
-        image=image or defaults.image, namespace=namespace, tracking_uri=tracking_uri or defaults.tracking_uri
+        image=image or defaults.image,
+        namespace=namespace,
+        tracking_uri=tracking_uri or defaults.tracking_uri,
+        env=vault | {"VAULT_AUTH_METHOD": "kubernetes"},
     )
     sys.stdout.write(build_workflow(promotion, settings).to_yaml())
 
@@ -234,10 +248,16 @@ def serve(
     import uvicorn
 
     from promoter.pipelines.tracking import configure_tracking, resolve_workdir
+    from promoter.secrets import VaultError, load_process_secrets
     from promoter.serving.app import ServeSettings
     from promoter.serving.metrics import MULTIPROC_ENV
     from promoter.serving.model import ModelResolutionError, resolve
 
+    try:
+        load_process_secrets()
+    except VaultError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
     client = configure_tracking(resolve_workdir(workdir))
     try:
         identity = resolve(model_uri, client)
@@ -575,6 +595,52 @@ def down(workdir: WorkdirOpt = None) -> None:
     for name in rollouts.rollouts():
         rollouts.down(name)
         err.print(f"stopped rollout {name}")
+
+
+@app.command("vault-setup")
+def vault_setup(
+    directory: Annotated[Path, typer.Option(help="Policies and roles to apply.")] = Path("manifests/vault"),
+    kubernetes_host: Annotated[
+        str | None, typer.Option(help="API server URL for the Kubernetes auth method (in-cluster logins).")
+    ] = None,
+    kubernetes_ca_file: Annotated[
+        Path | None, typer.Option(help="The API server's CA certificate (PEM).")
+    ] = None,
+    jwt_public_key_file: Annotated[
+        Path | None, typer.Option(help="Service-account token signing key (PEM), for the JWT auth method.")
+    ] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="The `iss` those tokens carry.")] = None,
+) -> None:
+    """Apply each component's Vault policy and auth roles (an admin step: VAULT_ADDR and VAULT_TOKEN)."""
+    import os
+
+    import hvac
+
+    from promoter.vault_setup import apply_layout, load_layout
+
+    if not os.environ.get("VAULT_ADDR") or not os.environ.get("VAULT_TOKEN"):
+        _refuse("set VAULT_ADDR and an admin VAULT_TOKEN")
+    try:
+        layout = load_layout(directory)
+        ca = kubernetes_ca_file.read_text() if kubernetes_ca_file else None
+        public_key = jwt_public_key_file.read_text() if jwt_public_key_file else None
+    except (OSError, ValueError, KeyError) as exc:
+        _refuse(f"{directory}: {exc}")
+    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+    role_ids = apply_layout(
+        client,
+        layout,
+        jwt_public_keys=[public_key] if public_key else None,
+        jwt_issuer=jwt_issuer,
+        kubernetes_host=kubernetes_host,
+        kubernetes_ca_pem=ca,
+    )
+    for component in layout.components:
+        out.print(
+            f"{component.name}: policy {component.policy_name} reads "
+            f"{layout.kv_mount}/{component.secret_path}; AppRole role id {role_ids[component.name]}",
+            highlight=False,
+        )
 
 
 if __name__ == "__main__":

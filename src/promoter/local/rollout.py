@@ -95,7 +95,8 @@ def _stop(process: Process) -> None:
             os.kill(process.pid, signal.SIGKILL)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS's pick; a tiny race is accepted)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -218,7 +219,7 @@ class LocalRollouts:
     def _ensure_proxy(self, rollout: str, state: RolloutState) -> Process:
         if state.proxy is not None and _alive(state.proxy.pid):
             return state.proxy
-        port = state.proxy.port if state.proxy else _free_port()  # the active address never moves
+        port = state.proxy.port if state.proxy else free_port()  # the active address never moves
         target = self.directory(rollout) / "active-target"
         command = [sys.executable, "-m", "promoter.local.proxy", str(port), str(target)]
         state.proxy = Process(self._spawn(command, self.directory(rollout) / "proxy.log"), port)
@@ -230,7 +231,7 @@ class LocalRollouts:
         existing = state.servers.get(version)
         if existing is not None and _alive(existing.pid):
             return existing
-        port = _free_port()
+        port = free_port()
         command = [
             sys.executable, "-m", "promoter", "serve",
             "--model-uri", f"models:/{model}/{version}",
