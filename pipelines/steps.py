@@ -23,7 +23,10 @@ log = logging.getLogger("promoter.steps")
 
 
 def _setup() -> Path:
+    from promoter.secrets import load_process_secrets
+
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    load_process_secrets()  # a Vault role and path come in the environment, never a secret value
     workdir = Path(os.environ.get(WORKDIR_ENV, "/tmp/promoter"))
     workdir.mkdir(parents=True, exist_ok=True)
     return workdir
