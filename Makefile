@@ -15,7 +15,7 @@ VENV := .venv
 BIN  := $(VENV)/bin
 DEMO_WORKDIR ?= .promoter/demo
 
-.PHONY: help install demo test lint typecheck unit clean
+.PHONY: help install testbed demo test lint typecheck unit clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,7 +50,10 @@ typecheck: install  ## mypy (strict) over the installed `promoter` package and t
 	$(BIN)/mypy -p promoter
 	$(BIN)/mypy tests
 
-unit: install  ## pytest only
+testbed:  ## build the Kubernetes test bed (etcd, kube-apiserver) once per machine, into the cache
+	python3 dev/testbed.py build
+
+unit: install testbed  ## pytest only
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## everything CI runs
