@@ -12,7 +12,8 @@ import pytest
 
 from promoter.local.rollout import free_port
 
-from .openbao import vault  # noqa: F401  (a session fixture shared by several modules)
+from .kube import kube  # noqa: F401  (session fixtures shared by several modules)
+from .openbao import vault  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

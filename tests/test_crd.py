@@ -4,13 +4,8 @@ against the pydantic model it is generated from: both must accept and reject the
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,50 +14,16 @@ import yaml
 from promoter.crd import GROUP, PLURAL, VERSION, render
 from promoter.spec import SpecError, parse_promotion
 
-from .conftest import EXAMPLES, REPO
+from .conftest import EXAMPLES
+from .kube import CRD_FILE, testbed
 
-CRD_FILE = REPO / "manifests" / "crds" / "modelpromotion.yaml"
 NAMESPACE = "default"
-
-
-def _testbed() -> ModuleType:
-    """dev/testbed.py is a script, not part of the package: load it by path (once)."""
-    if "promoter_testbed" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("promoter_testbed", REPO / "dev" / "testbed.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["promoter_testbed"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["promoter_testbed"]
 
 
 def test_the_committed_crd_is_the_one_the_spec_generates() -> None:
     assert CRD_FILE.read_text() == render(), (
         "regenerate: python -m promoter.crd > manifests/crds/modelpromotion.yaml"
     )
-
-
-@pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An ApiClient for a fresh control plane with the CRD installed. No skip: a failed build fails."""
-    from kubernetes import client, config, utils
-
-    testbed = _testbed()
-    testbed.build()
-    directory = tmp_path_factory.mktemp("testbed")
-    plane = testbed.up(directory)
-    try:
-        api: Any = config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
-        utils.create_from_yaml(api, str(CRD_FILE))  # type: ignore[no-untyped-call]
-        extensions: Any = client.ApiextensionsV1Api(api)
-        for _ in range(100):
-            crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
-                break
-            time.sleep(0.1)
-        yield api
-    finally:
-        testbed.down(directory)
 
 
 def _example() -> dict[str, Any]:
@@ -167,13 +128,10 @@ def test_status_is_a_subresource_and_shows_in_the_columns(kube: Any) -> None:
 
 
 def test_the_testbed_is_built_from_pinned_versions() -> None:
-    testbed = _testbed()
-    assert testbed.KUBERNETES_VERSION in str(testbed.kube_apiserver())
+    bed = testbed()
+    assert bed.KUBERNETES_VERSION in str(bed.kube_apiserver())
     assert (
-        Path(testbed.KUBE_MODULE, "go.mod")
-        .read_text()
-        .count(f"k8s.io/kubernetes {testbed.KUBERNETES_VERSION}")
-        == 1
+        Path(bed.KUBE_MODULE, "go.mod").read_text().count(f"k8s.io/kubernetes {bed.KUBERNETES_VERSION}") == 1
     )
 
 
