@@ -19,7 +19,15 @@ from typing import Literal
 
 from promoter.operator.gates import GateResult, evaluate_load_gates
 from promoter.spec import ModelPromotion
-from promoter.status import Condition, GateSummary, LoadTestResult, Phase, PromotionStatus, Transition
+from promoter.status import (
+    TERMINAL_PHASES,
+    Condition,
+    GateSummary,
+    LoadTestResult,
+    Phase,
+    PromotionStatus,
+    Transition,
+)
 
 # Output parameters of the train -> evaluate workflow, as "<task>.<parameter>".
 RUN_ID_OUTPUT = "train.run-id"
@@ -143,7 +151,7 @@ class _Machine:
         status.history.append(Transition(phase=phase, at=self.now, reason=reason, message=message))
         terminal = status.terminal
         self._condition("Progressing", "False" if terminal else "True", reason, message)
-        if phase in ("Promoted", "Rejected", "Failed", "RolledBack"):
+        if phase in TERMINAL_PHASES:
             self._condition("Promoted", "True" if phase == "Promoted" else "False", reason, message)
 
     def _condition(self, kind: str, value: Literal["True", "False"], reason: str, message: str) -> None:

@@ -123,10 +123,9 @@ class MlflowRegistry:
         if current is not None:
             self._set_alias(model, PREVIOUS_CHAMPION_ALIAS, current, reason)
         self._set_alias(model, CHAMPION_ALIAS, version, reason)
-        now = utc_now().isoformat()
-        for key, value in (("promoter.promoted_by", self.actor), ("promoter.promoted_at", now)):
-            self.client.set_model_version_tag(model, version, key, value)
-        self.client.set_model_version_tag(model, version, "promoter.promoted_why", reason)
+        record = {"by": self.actor, "at": utc_now().isoformat(), "why": reason}
+        for key, value in record.items():
+            self.client.set_model_version_tag(model, version, f"promoter.promoted_{key}", value)
 
     def _set_alias(self, model: str, alias: str, version: str, reason: str) -> None:
         previous = None

@@ -31,7 +31,6 @@ Phase = Literal[
     "Failed",
     "RolledBack",
 ]
-PHASES: tuple[Phase, ...] = Phase.__args__  # type: ignore[attr-defined]
 TERMINAL_PHASES: frozenset[Phase] = frozenset({"Promoted", "Rejected", "Failed", "RolledBack"})
 
 

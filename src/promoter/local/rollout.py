@@ -143,7 +143,7 @@ class LocalRollouts:
                 return None
             server = state.servers.get(state.preview)
             if server is None or not _alive(server.pid):
-                log = self.directory(rollout) / f"server-v{state.preview}.log"
+                log = self._log(rollout, state.preview)
                 return PreviewObservation(None, False, failure=f"the preview server exited{_tail(log)}")
             ready = get_json(f"{server.address}/readyz") is not None
             return PreviewObservation(served_version(server.address), ready)
@@ -239,9 +239,7 @@ class LocalRollouts:
             "--workdir", str(self.workdir),
             *self.serve_args,
         ]  # fmt: skip
-        state.servers[version] = Process(
-            self._spawn(command, self.directory(rollout) / f"server-v{version}.log"), port
-        )
+        state.servers[version] = Process(self._spawn(command, self._log(rollout, version)), port)
         return state.servers[version]
 
     def _wait_ready(self, rollout: str, version: str, server: Process) -> None:
