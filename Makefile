@@ -50,7 +50,7 @@ typecheck: install  ## mypy (strict) over the installed `promoter` package and t
 	$(BIN)/mypy -p promoter
 	$(BIN)/mypy tests
 
-testbed:  ## build the Kubernetes test bed (etcd, kube-apiserver) once per machine, into the cache
+testbed:  ## build the Kubernetes test bed (etcd, control plane, kwok, Argo Rollouts) once per machine, into the cache
 	python3 dev/testbed.py build
 
 unit: install testbed  ## pytest only
