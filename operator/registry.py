@@ -122,21 +122,32 @@ class MlflowRegistry:
             return  # already done (a resumed promotion): the history must not get a second entry
         if current is not None:
             self._set_alias(model, PREVIOUS_CHAMPION_ALIAS, current, reason)
-        self._set_alias(model, CHAMPION_ALIAS, version, reason)
         record = {"by": self.actor, "at": utc_now().isoformat(), "why": reason}
         for key, value in record.items():
             self.client.set_model_version_tag(model, version, f"promoter.promoted_{key}", value)
+        self._set_alias(model, CHAMPION_ALIAS, version, reason)  # last: it marks the move as done
 
     def _set_alias(self, model: str, alias: str, version: str, reason: str) -> None:
+        """Record the move, then make it. A process killed in between finds its own record on the
+        retry and only moves the alias: the history never misses a move nor holds one twice."""
         previous = None
         with contextlib.suppress(MlflowException):
             previous = str(self.client.get_model_version_by_alias(model, alias).version)
         if previous == version:
             return
+        history = self.alias_history(model)
+        last = next((m for m in reversed(history) if m.alias == alias), None)
+        recorded = last is not None and (last.from_version, last.to_version, last.why) == (
+            previous,
+            version,
+            reason,
+        )
+        if not recorded:
+            move = AliasMove(alias, previous, version, self.actor, utc_now(), reason)
+            self.client.set_registered_model_tag(
+                model, f"{MOVE_TAG_PREFIX}{len(history):06d}", move.to_json()
+            )
         self.client.set_registered_model_alias(model, alias, version)
-        move = AliasMove(alias, previous, version, self.actor, utc_now(), reason)
-        sequence = len(self.alias_history(model))
-        self.client.set_registered_model_tag(model, f"{MOVE_TAG_PREFIX}{sequence:06d}", move.to_json())
 
     def alias_history(self, model: str) -> list[AliasMove]:
         tags = self.client.get_registered_model(model).tags

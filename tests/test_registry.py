@@ -89,3 +89,32 @@ def test_versions_that_do_not_exist_are_reported_as_such(registry: MlflowRegistr
     assert not registry.has_version("digits", "99")
     assert not registry.has_version("no-such-model", "1")
     assert registry.champion("no-such-model") is None
+
+
+@pytest.mark.parametrize("alias", ["previous-champion", "champion"])
+@pytest.mark.parametrize("killed_at", ["set_registered_model_tag", "set_registered_model_alias"])
+def test_a_move_interrupted_at_any_point_is_finished_once(
+    registry: MlflowRegistry, monkeypatch: pytest.MonkeyPatch, alias: str, killed_at: str
+) -> None:
+    """The operator killed in the middle of a move (seen in the cluster kill test): whichever of
+    the record and the alias it wrote, the retry must neither lose the record nor write it twice."""
+    name = f"{MODEL}-interrupted-{alias}-{killed_at}"
+    _fresh_model(registry, name, versions=2)
+    registry.move_champion(name, "1", "promotion a")
+    real = getattr(registry.client, killed_at)
+
+    def killed(model: str, key: str, value: str) -> None:
+        if alias in (key, value) or f'"alias": "{alias}"' in value:
+            raise KeyboardInterrupt("killed")  # what a SIGKILL leaves: whatever was written before
+        real(model, key, value)
+
+    monkeypatch.setattr(registry.client, killed_at, killed)
+    with pytest.raises(KeyboardInterrupt):
+        registry.move_champion(name, "2", "promotion b")
+    monkeypatch.setattr(registry.client, killed_at, real)
+    registry.move_champion(name, "2", "promotion b")  # the resumed promotion
+
+    moves = [(m.alias, m.from_version, m.to_version) for m in registry.alias_history(name)]
+    assert moves == [("champion", None, "1"), ("previous-champion", None, "1"), ("champion", "1", "2")]
+    assert registry.champion(name) == "2"
+    assert str(registry.client.get_model_version_by_alias(name, "previous-champion").version) == "1"
