@@ -17,7 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from promoter.local.rollout import free_port, get_json
+from promoter.local.rollout import free_port
+from promoter.serving.client import get_json
 from promoter.vault_setup import VaultLayout, apply_layout, load_layout
 
 REPO = Path(__file__).resolve().parents[1]

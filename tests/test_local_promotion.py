@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 import yaml
 
-from promoter.local.rollout import LocalRollouts, RolloutState, served_version
+from promoter.local.rollout import LocalRollouts, RolloutState
 from promoter.local.store import promotions_dir
 from promoter.operator.registry import MlflowRegistry
 from promoter.pipelines.tracking import configure_tracking, tracking_uri
 from promoter.pipelines.train import PROMOTION_TAG
+from promoter.serving.client import served_version
 from promoter.status import PromotionStatus, load_status
 
 from .conftest import PROMOTER, run_cli

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from promoter.local.rollout import free_port, get_json
+from promoter.local.rollout import free_port
 from promoter.secrets import SecretStore, VaultDenied, VaultError, VaultSettings, VaultUnavailable
+from promoter.serving.client import get_json
 
 from .conftest import run_cli
 from .openbao import Vault, service_account_token, wait_until

@@ -18,8 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 from promoter.local.store import replace_file
 from promoter.operator.engine import PreviewObservation
 from promoter.pipelines.tracking import TRACKING_ENV
+from promoter.serving.client import get_json, served_version
 
 SERVER_START_SECONDS = 180.0
 STOP_GRACE_SECONDS = 30.0
@@ -100,21 +99,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def get_json(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The JSON body of a 200 answer, else None (not listening, not ready, or not JSON)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            document = json.loads(response.read())
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def served_version(address: str) -> str | None:
-    metadata = get_json(f"{address}/metadata")
-    return str(metadata["version"]) if metadata and metadata.get("version") is not None else None
 
 
 class LocalRollouts:
