@@ -130,6 +130,38 @@ def decide(promotion: ModelPromotion, status: PromotionStatus, seen: Observation
     return machine.run()
 
 
+def refuse_spec(status: PromotionStatus, message: str, now: datetime) -> Decision:
+    """A spec the engine cannot follow (admission let it through): Failed once, with the reason."""
+    if status.phase == "Failed" and status.reason == "InvalidSpec":
+        return Decision(status)
+    refused = status.model_copy(deep=True)
+    _enter(refused, "Failed", "InvalidSpec", message, now)
+    return Decision(refused)
+
+
+def _enter(status: PromotionStatus, phase: Phase, reason: str, message: str, now: datetime) -> None:
+    status.phase, status.reason, status.message = phase, reason, message
+    status.history.append(Transition(phase=phase, at=now, reason=reason, message=message))
+    _set_condition(status, "Progressing", "False" if status.terminal else "True", reason, message, now)
+    if phase in TERMINAL_PHASES:
+        _set_condition(status, "Promoted", "True" if phase == "Promoted" else "False", reason, message, now)
+
+
+def _set_condition(
+    status: PromotionStatus,
+    kind: str,
+    value: Literal["True", "False"],
+    reason: str,
+    message: str,
+    now: datetime,
+) -> None:
+    previous = next((c for c in status.conditions if c.type == kind), None)
+    since = previous.last_transition_time if previous and previous.status == value else now
+    status.conditions = [c for c in status.conditions if c.type != kind] + [
+        Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=since)
+    ]
+
+
 class _Machine:
     def __init__(self, promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime):
         self.promotion = promotion
@@ -146,22 +178,7 @@ class _Machine:
     # transitions
 
     def _enter(self, phase: Phase, reason: str, message: str = "") -> None:
-        status = self.status
-        status.phase, status.reason, status.message = phase, reason, message
-        status.history.append(Transition(phase=phase, at=self.now, reason=reason, message=message))
-        terminal = status.terminal
-        self._condition("Progressing", "False" if terminal else "True", reason, message)
-        if phase in TERMINAL_PHASES:
-            self._condition("Promoted", "True" if phase == "Promoted" else "False", reason, message)
-
-    def _condition(self, kind: str, value: Literal["True", "False"], reason: str, message: str) -> None:
-        kept = [c for c in self.status.conditions if c.type != kind]
-        previous = next((c for c in self.status.conditions if c.type == kind), None)
-        since = previous.last_transition_time if previous and previous.status == value else self.now
-        kept.append(
-            Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=since)
-        )
-        self.status.conditions = kept
+        _enter(self.status, phase, reason, message, self.now)
 
     def _fail(self, reason: str, message: str, *cleanup: Action) -> tuple[Action, ...]:
         self._enter("Failed", reason, message)

@@ -1,0 +1,164 @@
+"""Blue/green through an Argo `Rollout` (blueGreen, autoPromotionEnabled: false), never around it.
+
+The candidate's exact model version is written into the Rollout's pod template; the Rollouts
+controller brings up the preview ReplicaSet and pauses. The preview counts as ready only when the
+controller says so AND the preview Service answers with the candidate's version: the Service can lag
+behind the selector and still reach old pods (argoproj/argo-rollouts#2488). Promotion and abort are
+the same status patches `kubectl argo rollouts promote` and `abort` make.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Protocol
+
+from kubernetes import client
+
+from promoter.operator.engine import PreviewObservation
+from promoter.serving.client import served_version
+
+GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
+MODEL_URI_ENV = "PROMOTER_MODEL_URI"  # what `promoter serve` reads
+MODEL_VERSION_ANNOTATION = "mlops.promoter.dev/model-version"
+SERVER_CONTAINER = "server"  # the container to set; else the pod's first container
+
+
+class RolloutError(RuntimeError):
+    """The Rollout cannot take part in a promotion as it is (e.g. it is not blue/green)."""
+
+
+class ServiceProbe(Protocol):
+    def version(self, namespace: str, service: str) -> str | None:
+        """The model version the Service answers with now; None if nothing answers."""
+
+
+class HttpServiceProbe:
+    """Asks the Service's `/metadata`, at an address built from a template (see cluster.py)."""
+
+    def __init__(self, api: client.ApiClient, url_template: str) -> None:
+        self.core: Any = client.CoreV1Api(api)
+        self.url_template = url_template
+
+    def address(self, namespace: str, service: str) -> str:
+        port = self.core.read_namespaced_service(service, namespace).spec.ports[0].port
+        return self.url_template.format(namespace=namespace, service=service, port=port)
+
+    def version(self, namespace: str, service: str) -> str | None:
+        return served_version(self.address(namespace, service))
+
+
+def model_uri(model: str, version: str) -> str:
+    return f"models:/{model}/{version}"
+
+
+def _server(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec.get("containers") or []
+    if not containers:
+        raise RolloutError("the Rollout's pod template has no containers")
+    return next((c for c in containers if c.get("name") == SERVER_CONTAINER), containers[0])
+
+
+def _paused_for_promotion(status: dict[str, Any]) -> bool:
+    return any(c.get("reason") == "BlueGreenPause" for c in status.get("pauseConditions") or [])
+
+
+class ArgoRollouts:
+    def __init__(self, api: client.ApiClient, namespace: str, probe: ServiceProbe) -> None:
+        self.objects: Any = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.probe = probe
+
+    def get(self, name: str) -> dict[str, Any]:
+        rollout: dict[str, Any] = self.objects.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        if "blueGreen" not in rollout["spec"].get("strategy", {}):
+            raise RolloutError(f"Rollout {name} does not use the blueGreen strategy")
+        return rollout
+
+    def template_uri(self, rollout: dict[str, Any]) -> str | None:
+        env = _server(rollout["spec"]["template"]["spec"]).get("env") or []
+        return next((e.get("value") for e in env if e.get("name") == MODEL_URI_ENV), None)
+
+    def deploy_preview(self, rollout: str, model: str, version: str) -> None:
+        current = self.get(rollout)
+        wanted = model_uri(model, version)
+        if self.template_uri(current) == wanted:
+            if (current.get("status") or {}).get("abort"):
+                # The same version again after an abort: what `kubectl argo rollouts retry` does.
+                self.objects.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, rollout, {"status": {"abort": False}}
+                )
+            return
+        template = copy.deepcopy(current["spec"]["template"])
+        server = _server(template["spec"])
+        server["env"] = [e for e in server.get("env") or [] if e.get("name") != MODEL_URI_ENV]
+        server["env"].append({"name": MODEL_URI_ENV, "value": wanted})
+        annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations[MODEL_VERSION_ANNOTATION] = version
+        # resourceVersion: if anyone changed the Rollout since we read it, the patch fails and is retried
+        patch = {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "spec": {"template": template},
+        }
+        self.objects.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, rollout, patch)
+
+    def preview(self, rollout: str) -> PreviewObservation | None:
+        current = self.get(rollout)
+        status = current.get("status") or {}
+        if str(status.get("observedGeneration")) != str(current["metadata"]["generation"]):
+            return PreviewObservation(None, ready=False)  # the controller has not seen the change yet
+        if status.get("phase") == "Degraded" and not status.get("abort"):
+            return PreviewObservation(
+                None, ready=False, failure=f"Rollout {rollout}: {status.get('message')}"
+            )
+        blue_green = status.get("blueGreen") or {}
+        hash_ = status.get("currentPodHash")
+        # Paused with the new ReplicaSet fully available; or a first revision, which never pauses.
+        replica_set_ready = blue_green.get("previewSelector") == hash_ and (
+            _paused_for_promotion(status) or blue_green.get("activeSelector") == hash_
+        )
+        if not replica_set_ready:
+            return PreviewObservation(None, ready=False)
+        service = current["spec"]["strategy"]["blueGreen"].get("previewService")
+        if not service:
+            raise RolloutError(f"Rollout {rollout} has no previewService to test the candidate through")
+        return PreviewObservation(self.probe.version(self.namespace, service), ready=True)
+
+    def active_version(self, rollout: str) -> str | None:
+        service = self.get(rollout)["spec"]["strategy"]["blueGreen"]["activeService"]
+        return self.probe.version(self.namespace, service)
+
+    def preview_address(self, rollout: str) -> tuple[str, int]:
+        """The preview Service's in-cluster name and port, for the load-test Job."""
+        service = self.get(rollout)["spec"]["strategy"]["blueGreen"].get("previewService")
+        if not service:
+            raise RolloutError(f"Rollout {rollout} has no previewService")
+        core: Any = client.CoreV1Api(self.objects.api_client)
+        port = core.read_namespaced_service(service, self.namespace).spec.ports[0].port
+        return f"{service}.{self.namespace}.svc", int(port)
+
+    def promote(self, rollout: str, model: str, version: str) -> None:
+        current = self.get(rollout)
+        if self.template_uri(current) != model_uri(model, version):
+            # A rollback: the previous version becomes a new revision again (its ReplicaSet is still
+            # hot, so it is available at once), which pauses like any other; the next call promotes.
+            self.deploy_preview(rollout, model, version)
+            return
+        status = current.get("status") or {}
+        if _paused_for_promotion(status) and status.get("currentPodHash") == (
+            status.get("blueGreen") or {}
+        ).get("previewSelector"):
+            self.objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, rollout, {"status": {"pauseConditions": None}}
+            )
+        if current["spec"].get("paused"):
+            self.objects.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, rollout, {"spec": {"paused": False}}
+            )
+
+    def abort(self, rollout: str) -> None:
+        if not (self.get(rollout).get("status") or {}).get("abort"):
+            self.objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, rollout, {"status": {"abort": True}}
+            )

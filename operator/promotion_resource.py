@@ -1,0 +1,84 @@
+"""A ModelPromotion object as the driver's status store: read fresh, written before any action.
+
+The status is written with the resourceVersion it was read at, so a second writer (a replica that
+should not be acting, or a person editing the status) makes the write fail instead of being lost.
+Humans approve or ask for a rollback with annotations; they are folded into the status on load, so
+the engine sees them exactly as it sees `promoter approve` locally.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from promoter.crd import GROUP, PLURAL, VERSION
+from promoter.operator.cluster import PromotionRef
+from promoter.spec import ModelPromotion, parse_promotion
+from promoter.status import PromotionStatus
+
+APPROVED_BY_ANNOTATION = "mlops.promoter.dev/approved-by"
+ROLLBACK_ANNOTATION = "mlops.promoter.dev/rollback-requested-by"
+# The operator's own bookkeeping: how many history entries have been logged and posted as Events.
+EVENTS_ANNOTATION = "promoter.kopf.dev/events-recorded"
+
+
+def promotion_of(resource: dict[str, Any]) -> ModelPromotion:
+    """The spec as the engine knows it (raises SpecError naming each bad field)."""
+    metadata = resource.get("metadata") or {}
+    document = {
+        "apiVersion": resource.get("apiVersion"),
+        "kind": resource.get("kind"),
+        "metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")},
+        "spec": resource.get("spec"),
+    }
+    name = f"{metadata.get('namespace')}/{metadata.get('name')}"
+    return parse_promotion(document, origin=name)
+
+
+def status_of(resource: dict[str, Any]) -> PromotionStatus:
+    status = PromotionStatus.model_validate(resource.get("status") or {})
+    annotations = (resource.get("metadata") or {}).get("annotations") or {}
+    approver = annotations.get(APPROVED_BY_ANNOTATION)
+    if approver and status.phase == "AwaitingApproval" and status.approved_by is None:
+        status.approved_by = approver
+    requester = annotations.get(ROLLBACK_ANNOTATION)
+    if requester and status.phase == "Promoted" and status.rollback_requested_by is None:
+        status.rollback_requested_by = requester
+    return status
+
+
+class PromotionResource:
+    def __init__(self, api: client.ApiClient, ref: PromotionRef) -> None:
+        self.objects: Any = client.CustomObjectsApi(api)
+        self.ref = ref
+        self.resource_version: str | None = None
+        self.events_recorded = 0
+
+    def read(self) -> dict[str, Any]:
+        resource: dict[str, Any] = self.objects.get_namespaced_custom_object(
+            GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name
+        )
+        metadata = resource["metadata"]
+        self.resource_version = metadata["resourceVersion"]
+        self.events_recorded = int((metadata.get("annotations") or {}).get(EVENTS_ANNOTATION, 0))
+        return resource
+
+    def load(self) -> PromotionStatus:
+        return status_of(self.read())
+
+    def save(self, status: PromotionStatus) -> None:
+        # Nones are sent as nulls: a merge patch removes what the status no longer has.
+        document = status.model_dump(mode="json", by_alias=True)
+        patch = {"metadata": {"resourceVersion": self.resource_version}, "status": document}
+        saved = self.objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name, patch
+        )
+        self.resource_version = saved["metadata"]["resourceVersion"]
+
+    def mark_events_recorded(self, count: int) -> None:
+        patch = {"metadata": {"annotations": {EVENTS_ANNOTATION: str(count)}}}
+        self.objects.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name, patch
+        )
+        self.events_recorded = count
