@@ -81,6 +81,9 @@ def _allowed(operator: Any) -> dict[str, Callable[[], object]]:
         "record an event": lambda: core.create_namespaced_event(NAMESPACE, _event(NAMESPACE), dry_run="All"),
         "read services": lambda: core.list_namespaced_service(NAMESPACE),
         "start a load-test job": lambda: batch.create_namespaced_job(NAMESPACE, _job(), dry_run="All"),
+        "delete a deleted promotion's jobs": lambda: batch.delete_collection_namespaced_job(
+            NAMESPACE, label_selector="mlops.promoter.dev/promotion=rbac-check", dry_run="All"
+        ),
     }
 
 
@@ -125,6 +128,7 @@ def _refused(operator: Any) -> dict[str, Callable[[], object]]:
         "record an event",
         "read services",
         "start a load-test job",
+        "delete a deleted promotion's jobs",
     ],
 )
 def test_the_operator_may_do_its_job(operator: Any, action: str) -> None:
@@ -153,6 +157,7 @@ def test_the_operator_is_refused_what_it_does_not_need(operator: Any, action: st
     [
         ("create", "workflows", "", NAMESPACE, True),
         ("delete", "workflows", "", NAMESPACE, True),
+        ("deletecollection", "workflows", "", NAMESPACE, True),
         ("patch", "rollouts", "", NAMESPACE, True),
         ("patch", "rollouts", "status", NAMESPACE, True),
         ("delete", "rollouts", "", NAMESPACE, False),
@@ -163,7 +168,7 @@ def test_the_operator_is_refused_what_it_does_not_need(operator: Any, action: st
 def test_argo_permissions_as_the_api_server_authorizes_them(
     kube: Any, operator: Any, verb: str, resource: str, subresource: str, namespace: str, allowed: bool
 ) -> None:
-    """Argo's CRDs are not installed in this test bed, so ask the authorizer (SubjectAccessReview)."""
+    """Asked of the authorizer directly (SubjectAccessReview): nothing is created or deleted."""
     from kubernetes import client
 
     review: Any = {

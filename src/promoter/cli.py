@@ -643,5 +643,88 @@ def vault_setup(
         )
 
 
+@app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch this namespace (repeatable). Default: all."),
+    ] = None,
+    peering: Annotated[
+        str, typer.Option(help="KopfPeering object shared by the replicas; '' runs standalone.")
+    ] = "promoter",
+    priority: Annotated[int, typer.Option(help="Peering priority: the highest alive replica acts.")] = 0,
+    peering_lifetime: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="PROMOTER_PEERING_LIFETIME",
+            help="Seconds a replica that stopped answering still counts as alive.",
+        ),
+    ] = 60,
+    liveness_port: Annotated[int, typer.Option(envvar="PROMOTER_LIVENESS_PORT")] = 8080,
+    metrics_port: Annotated[int, typer.Option(envvar="PROMOTER_METRICS_PORT")] = 9090,
+    host: Annotated[str, typer.Option(envvar="PROMOTER_OPERATOR_HOST")] = "0.0.0.0",
+) -> None:
+    """Run the Kubernetes operator: drive every ModelPromotion through Argo Workflows and Argo
+    Rollouts, with status, Events, JSON logs, /healthz and Prometheus metrics.
+
+    Cluster settings come from the environment: PROMOTER_IMAGE, MLFLOW_TRACKING_URI,
+    PROMOTER_PIPELINE_SERVICE_ACCOUNT, PROMOTER_LOADTEST_SERVICE_ACCOUNT, PROMOTER_SERVICE_URL,
+    PROMOTER_RECONCILE_SECONDS, and VAULT_ADDR/VAULT_ROLE/VAULT_SECRET_PATH.
+    """
+    from promoter.operator.run import OperatorOptions, run_operator
+
+    run_operator(
+        OperatorOptions(
+            namespaces=tuple(namespace or ()),
+            peering=peering or None,
+            priority=priority,
+            peering_lifetime=peering_lifetime,
+            liveness_port=liveness_port,
+            metrics_port=metrics_port,
+            host=host,
+        )
+    )
+
+
+@app.command("load-test")
+def load_test(
+    host: Annotated[str, typer.Option(help="The address to load, e.g. http://digits-preview:8080")],
+    profile: Annotated[str, typer.Option(help="The rollout's loadTest, as JSON (spec.rollout.loadTest).")],
+    result_file: Annotated[Path, typer.Option(help="Where the result JSON goes.")] = Path(
+        "/dev/termination-log"
+    ),
+) -> None:
+    """Load-test one address with Locust and write what it measured: the cluster's load-test Job.
+
+    Exits 1 without writing a result when the test could not measure anything, so a crash is never
+    read as a pass.
+    """
+    import json
+    import tempfile
+
+    from pydantic import ValidationError
+
+    from promoter.loadtest.runner import LoadTestError, run_locust
+    from promoter.spec import LoadTest
+
+    try:
+        load = LoadTest.model_validate(json.loads(profile))
+    except (ValueError, ValidationError) as exc:
+        _refuse(f"--profile: {exc}")
+    with tempfile.TemporaryDirectory(prefix="promoter-loadtest-") as scratch:
+        try:
+            result = run_locust(host, load, Path(scratch))
+        except LoadTestError as exc:
+            err.print(f"[red]load test failed:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    result_file.write_text(result.model_dump_json(by_alias=True))
+    out.print(
+        f"{result.requests} requests, {result.rps:.0f} rps, p95 {result.p95_ms:.1f} ms, "
+        f"errors {result.error_rate:.4f}",
+        highlight=False,
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,161 @@
+"""The kopf side of the operator: small handlers; the state machine and the backends do the work.
+
+One timer per unsettled promotion runs one `driver.reconcile` round every few seconds: observe,
+decide, save `.status`, act. Nothing lives in the operator's memory, so a restarted (or newly
+elected) operator resumes every promotion from its status. Deleting a promotion aborts a preview it
+left on a Rollout and deletes what it created (its Workflows and Jobs are also owned by it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from mlflow import MlflowClient
+
+from promoter.crd import GROUP, PLURAL, VERSION
+from promoter.operator import argo_workflows, metrics
+from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
+from promoter.operator.argo_workflows import ArgoWorkflows
+from promoter.operator.cluster import OperatorSettings, PromotionRef, not_found
+from promoter.operator.driver import Backends, reconcile
+from promoter.operator.engine import refuse_spec
+from promoter.operator.events import EventRecorder
+from promoter.operator.load_test_jobs import JobLoadTests
+from promoter.operator.promotion_resource import PromotionResource, promotion_of, status_of
+from promoter.operator.registry import MlflowRegistry
+from promoter.spec import SpecError
+from promoter.status import Transition, utc_now
+
+ACTOR = "promoter-operator"
+# A promotion being deleted in these phases has a candidate on its Rollout's preview side.
+_PREVIEW_PHASES = {"Deploying", "LoadTesting", "AwaitingApproval"}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterPlatform:
+    api: client.ApiClient
+    settings: OperatorSettings
+    registry: MlflowRegistry
+
+    def rollouts(self, namespace: str) -> ArgoRollouts:
+        return ArgoRollouts(self.api, namespace, HttpServiceProbe(self.api, self.settings.service_url))
+
+    def load_tests(self, ref: PromotionRef) -> JobLoadTests:
+        return JobLoadTests(
+            self.api,
+            ref,
+            self.settings.image,
+            self.settings.load_test_service_account,
+            self.rollouts(ref.namespace),
+        )
+
+    def backends(self, ref: PromotionRef) -> Backends:
+        return Backends(
+            workflows=ArgoWorkflows(self.api, ref, self.settings.workflows),
+            registry=self.registry,
+            rollouts=self.rollouts(ref.namespace),
+            load_tests=self.load_tests(ref),
+        )
+
+
+def cluster_platform(api: client.ApiClient, settings: OperatorSettings) -> ClusterPlatform:
+    tracking = MlflowClient(tracking_uri=settings.workflows.tracking_uri)
+    return ClusterPlatform(api, settings, MlflowRegistry(tracking, ACTOR))
+
+
+def reconcile_promotion(platform: ClusterPlatform, ref: PromotionRef) -> None:
+    resource = PromotionResource(platform.api, ref)
+    try:
+        promotion = promotion_of(resource.read())
+    except SpecError as exc:
+        before = resource.load()
+        decision = refuse_spec(before, str(exc), utc_now())
+        if decision.status != before:
+            resource.save(decision.status)
+    else:
+        decision = reconcile(promotion, resource, platform.backends(ref))
+    report_transitions(platform, ref, resource, decision.status.history)
+
+
+def report_transitions(
+    platform: ClusterPlatform, ref: PromotionRef, resource: PromotionResource, history: list[Transition]
+) -> None:
+    """Log, count and post an Event for each transition not reported yet. The cursor is kept on
+    the object, so transitions saved by a process killed before it reported them are reported by
+    the next one (Event names are deterministic: a repeat is the same Event)."""
+    reported = resource.events_recorded
+    if reported >= len(history):
+        return
+    events = EventRecorder(platform.api, ref)
+    for index in range(reported, len(history)):
+        transition = history[index]
+        log.info(
+            "%s/%s entered %s: %s",
+            ref.namespace,
+            ref.name,
+            transition.phase,
+            transition.message,
+            extra={"promotion": ref.name, "namespace": ref.namespace, "phase": transition.phase},
+        )
+        metrics.record_transition(history, index)
+        events.record(index, transition)
+    resource.mark_events_recorded(len(history))
+
+
+def clean_up(platform: ClusterPlatform, ref: PromotionRef, resource: dict[str, Any]) -> None:
+    status = status_of(resource)
+    rollout = ((resource.get("spec") or {}).get("rollout") or {}).get("name")
+    if rollout and status.phase in _PREVIEW_PHASES:
+        try:
+            platform.rollouts(ref.namespace).abort(rollout)
+        except ApiException as exc:
+            if not not_found(exc):  # the Rollout is gone already: nothing to abort
+                raise
+    selector = ",".join(f"{k}={v}" for k, v in ref.labels().items())
+    objects: Any = client.CustomObjectsApi(platform.api)
+    objects.delete_collection_namespaced_custom_object(
+        argo_workflows.GROUP,
+        argo_workflows.VERSION,
+        ref.namespace,
+        argo_workflows.PLURAL,
+        label_selector=selector,
+    )
+    platform.load_tests(ref).delete_all()
+
+
+def register(registry: kopf.OperatorRegistry, platform: ClusterPlatform) -> None:
+    """Attach the handlers to `registry`, bound to `platform` (no module-level global state)."""
+
+    def unsettled(body: kopf.Body, **_: Any) -> bool:
+        return not status_of(dict(body)).terminal
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=platform.settings.reconcile_seconds,
+        when=unsettled,
+        registry=registry,
+    )
+    def promotion_timer(namespace: str | None, name: str, uid: str, **_: Any) -> None:
+        assert namespace is not None  # ModelPromotion is a namespaced resource
+        try:
+            reconcile_promotion(platform, PromotionRef(namespace, name, uid))
+        except Exception as exc:
+            metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+            if isinstance(exc, ApiException) and exc.status == 409:
+                raise kopf.TemporaryError(
+                    "the promotion changed while reconciling; retrying", delay=1
+                ) from exc
+            raise
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    def promotion_deleted(body: kopf.Body, namespace: str | None, name: str, uid: str, **_: Any) -> None:
+        assert namespace is not None
+        clean_up(platform, PromotionRef(namespace, name, uid), dict(body))

@@ -1,0 +1,83 @@
+"""`promoter operator`: kopf, wired with JSON logs, Prometheus metrics, a liveness probe and peering.
+
+Peering (a KopfPeering object, manifests/operator/peering.yaml) makes sure two replicas never act at
+once: the one with the lower priority pauses while another is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import start_http_server
+
+from promoter.operator.cluster import OperatorSettings
+from promoter.operator.json_logs import configure_json_logging
+from promoter.secrets import load_process_secrets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace (cluster-wide)
+    peering: str | None = "promoter"  # None: standalone, for a single replica
+    priority: int = 0
+    peering_lifetime: int = 60  # seconds a silent replica counts as alive (kopf's default)
+    liveness_port: int = 8080
+    metrics_port: int = 9090
+    host: str = "0.0.0.0"
+
+
+def kubernetes_api() -> client.ApiClient:
+    """In a pod, the ServiceAccount; elsewhere, KUBECONFIG (as kubectl does)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        api: client.ApiClient = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        return api
+
+
+def run_operator(options: OperatorOptions, settings: OperatorSettings | None = None) -> None:
+    configure_json_logging()
+    # imported once logging is JSON: MLflow warns on import, and that line must be JSON too
+    from promoter.operator.handlers import cluster_platform, register
+
+    load_process_secrets()  # MLflow credentials, if this deployment keeps them in Vault
+    settings = settings or OperatorSettings.from_env()
+    platform = cluster_platform(kubernetes_api(), settings)
+    registry = kopf.OperatorRegistry()
+    register(registry, platform)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # the same credentials as our own client: in-cluster ServiceAccount, else KUBECONFIG
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf keeps its bookkeeping in annotations: `.status` belongs to the promotion alone.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="promoter.kopf.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="promoter.kopf.dev")
+        settings.posting.level = logging.WARNING  # our own Events tell the story; kopf's only on trouble
+        settings.peering.mandatory = options.peering is not None
+        settings.peering.lifetime = options.peering_lifetime
+
+    start_http_server(options.metrics_port, addr=options.host)
+    log.info(
+        "promoter operator starting",
+        extra={"namespaces": list(options.namespaces) or "all", "peering": options.peering},
+    )
+    kopf.run(
+        registry=registry,
+        clusterwide=not options.namespaces,
+        namespaces=options.namespaces,
+        standalone=options.peering is None,
+        peering_name=options.peering,
+        priority=options.priority,
+        liveness_endpoint=f"http://{options.host}:{options.liveness_port}/healthz",
+    )
