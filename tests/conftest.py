@@ -12,7 +12,7 @@ import pytest
 
 from promoter.local.rollout import free_port
 
-from .kube import kube  # noqa: F401  (session fixtures shared by several modules)
+from .kube import control_plane, kube  # noqa: F401  (session fixtures shared by several modules)
 from .openbao import vault  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,16 +105,14 @@ class Server:
         return code in (0, -signal.SIGTERM)
 
 
-@pytest.fixture(scope="session")
-def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workdir whose MLflow registry holds the example digits model as version 1, alias @champion."""
+def register_digits_champion(workdir: Path) -> Path:
+    """Train the example digits model into `workdir`'s MLflow store as version 1, alias @champion."""
     import mlflow
 
     from promoter.pipelines.tracking import configure_tracking
     from promoter.pipelines.train import train_candidate
     from promoter.spec import load_promotion
 
-    workdir = tmp_path_factory.mktemp("registry")
     # session fixtures run before the per-test environment cleanup above
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -123,3 +121,9 @@ def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     version = mlflow.register_model(f"runs:/{candidate.run_id}/model", "digits").version
     client.set_registered_model_alias("digits", "champion", str(version))
     return workdir
+
+
+@pytest.fixture(scope="session")
+def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir whose MLflow registry holds the example digits model as version 1, alias @champion."""
+    return register_digits_champion(tmp_path_factory.mktemp("registry"))

@@ -30,26 +30,32 @@ def testbed() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An ApiClient for a fresh control plane with the CRD installed. No skip: a failed build fails."""
-    from kubernetes import client, config, utils
-
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A fresh test bed (dev/testbed.py) for the session. No skip: a failed build fails."""
     bed = testbed()
     bed.build()
     directory = tmp_path_factory.mktemp("testbed")
     plane = bed.up(directory)
     try:
-        api: Any = config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
-        utils.create_from_yaml(api, str(CRD_FILE))  # type: ignore[no-untyped-call]
-        extensions: Any = client.ApiextensionsV1Api(api)
-        for _ in range(100):
-            crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
-                break
-            time.sleep(0.1)
-        yield api
+        yield plane
     finally:
         bed.down(directory)
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: Any) -> Any:
+    """An ApiClient (the admin) for the test bed, with the ModelPromotion CRD installed."""
+    from kubernetes import client, config, utils
+
+    api: Any = config.new_client_from_config(config_file=str(control_plane.kubeconfig))  # type: ignore[no-untyped-call]
+    utils.create_from_yaml(api, str(CRD_FILE))  # type: ignore[no-untyped-call]
+    extensions: Any = client.ApiextensionsV1Api(api)
+    for _ in range(100):
+        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
+        if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+            break
+        time.sleep(0.1)
+    return api
 
 
 def impersonating(kube: Any, user: str) -> Any:

@@ -1,0 +1,478 @@
+"""The operator (`promoter operator`, a real kopf process) against the real test bed: kube-apiserver,
+controller-manager, scheduler, kwok nodes and the real Argo Rollouts controller. What cannot run
+here (workflow pods, inference pods, load-test pods) is played by tests/cluster_stand_ins.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from promoter.crd import GROUP, PLURAL, VERSION
+from promoter.local.rollout import free_port
+from promoter.operator.argo_rollouts import MODEL_URI_ENV
+from promoter.pipelines.tracking import tracking_uri
+
+from .cluster_stand_ins import ArgoController, LoadTestKubelet, ServiceAnswers, wait_for
+from .conftest import EXAMPLES, PROMOTER, REPO, register_digits_champion
+
+pytestmark = pytest.mark.slow
+
+NAMESPACE = "promoter-e2e"
+ROLLOUT = "digits"
+ROLLOUTS = ("argoproj.io", "v1alpha1")
+
+
+def _rollout(version: str) -> dict[str, Any]:
+    server = {
+        "name": "server",
+        "image": "promoter:test",
+        "args": ["serve", "--port", "8080"],
+        "env": [{"name": MODEL_URI_ENV, "value": f"models:/digits/{version}"}],
+    }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": ROLLOUT},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": ROLLOUT}},
+            "template": {"metadata": {"labels": {"app": ROLLOUT}}, "spec": {"containers": [server]}},
+            "strategy": {
+                "blueGreen": {
+                    "activeService": f"{ROLLOUT}-active",
+                    "previewService": f"{ROLLOUT}-preview",
+                    "autoPromotionEnabled": False,
+                    "scaleDownDelaySeconds": 600,  # the previous champion stays hot for a rollback
+                }
+            },
+        },
+    }
+
+
+class OperatorProcess:
+    def __init__(
+        self, kubeconfig: Path, workdir: Path, service_url: str, log_name: str = "operator.log"
+    ) -> None:
+        self.log_path = workdir / log_name
+        self.liveness, self.metrics = free_port(), free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            "KUBECONFIG": str(kubeconfig),
+            "MLFLOW_TRACKING_URI": tracking_uri(workdir),
+            "PROMOTER_SERVICE_URL": service_url,
+            "PROMOTER_RECONCILE_SECONDS": "0.5",
+            "PROMOTER_IMAGE": "promoter:test",
+            "PROMOTER_PEERING_LIFETIME": "3",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *options: str) -> None:
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [
+                str(PROMOTER), "operator", "--namespace", NAMESPACE, "--host", "127.0.0.1",
+                "--liveness-port", str(self.liveness), "--metrics-port", str(self.metrics), *options,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )  # fmt: skip
+        wait_for("the operator's liveness probe", lambda: self.get("liveness", "/healthz"), 120)
+
+    def get(self, which: str, path: str) -> str | None:
+        port = self.liveness if which == "liveness" else self.metrics
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+                return str(answer.read().decode())
+        except OSError:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited: {self.log_path.read_text()[-3000:]}") from None
+            return None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)  # kopf can take longer; its state is safe anyway
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Cluster:
+    api: Any
+    workdir: Path
+    operator: OperatorProcess
+    argo: ArgoController
+    kubelet: LoadTestKubelet
+
+    @property
+    def objects(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api)
+
+    @property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    def apply(self, name: str, version: str | None = None, **budgets: float) -> dict[str, Any]:
+        """The example promotion, in the test namespace, with a short load test; `version`: promote
+        that registered version instead of training."""
+        document = yaml.safe_load((EXAMPLES / "digits" / "promotion.yaml").read_text())
+        document["metadata"] = {"name": name, "namespace": NAMESPACE}
+        load_test = {"users": 4, "spawnRate": 4, "duration": "3s", "maxP95Ms": 500, "maxErrorRate": 0.01}
+        document["spec"]["rollout"] = {"name": ROLLOUT, "loadTest": load_test | budgets}
+        if version is not None:
+            document["spec"]["source"] = {"modelVersion": version}
+        created: dict[str, Any] = self.objects.create_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, document
+        )
+        return created
+
+    def promotion(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.objects.get_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, name
+        )
+        return found
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.promotion(name).get("status") or {}
+
+    def settled(
+        self, name: str, timeout: float = 600, phases: tuple[str, ...] = ("Promoted", "Rejected", "Failed")
+    ) -> dict[str, Any]:
+        def phase() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if status.get("phase") in phases else None
+
+        try:
+            return dict(wait_for(f"{name} to settle", phase, timeout, self.argo, self.kubelet))
+        except TimeoutError:
+            raise AssertionError(
+                f"{name}: {self.status(name)}\noperator log:\n{self.operator.log_path.read_text()[-4000:]}"
+            ) from None
+
+    def rollout(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.objects.get_namespaced_custom_object(
+            *ROLLOUTS, NAMESPACE, "rollouts", ROLLOUT
+        )
+        return found
+
+    def active_selector(self) -> str:
+        return str(
+            self.core.read_namespaced_service(f"{ROLLOUT}-active", NAMESPACE).spec.selector[
+                "rollouts-pod-template-hash"
+            ]
+        )
+
+    def version_of_hash(self, pod_hash: str) -> str:
+        pods = self.core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"rollouts-pod-template-hash={pod_hash}"
+        )
+        env = {e.name: e.value for e in pods.items[0].spec.containers[0].env}
+        return str(env[MODEL_URI_ENV].rsplit("/", 1)[1])
+
+    def events(self, name: str) -> list[Any]:
+        listed = self.core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}")
+        return sorted(
+            (e for e in listed.items if e.source.component == "promoter-operator"),
+            key=lambda e: e.metadata.name,
+        )
+
+
+def _install_peering(api: Any) -> None:
+    """manifests/operator/peering.yaml: kopf's CRD, then the KopfPeering object in our namespace."""
+    from kubernetes import client, utils
+    from kubernetes.client.exceptions import ApiException
+
+    crd, peering = yaml.safe_load_all((REPO / "manifests" / "operator" / "peering.yaml").read_text())
+    try:
+        utils.create_from_dict(api, crd)  # type: ignore[no-untyped-call]
+    except utils.FailToCreateError as exc:
+        if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
+            raise
+    objects: Any = client.CustomObjectsApi(api)
+    peering["metadata"]["namespace"] = NAMESPACE
+    group, version = peering["apiVersion"].split("/")
+
+    def created() -> bool:
+        try:
+            objects.create_namespaced_custom_object(group, version, NAMESPACE, "kopfpeerings", peering)
+        except ApiException as exc:
+            return bool(exc.status == 409)  # 404: the CRD is not served yet
+        return True
+
+    wait_for("the KopfPeering object", created, 30)
+
+
+@pytest.fixture(scope="module")
+def cluster(kube: Any, control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from kubernetes import client
+
+    workdir = register_digits_champion(tmp_path_factory.mktemp("cluster-registry"))
+    core: Any = client.CoreV1Api(kube)
+    objects: Any = client.CustomObjectsApi(kube)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    _install_peering(kube)
+    for side in ("active", "preview"):
+        service = {"selector": {"app": ROLLOUT}, "ports": [{"port": 8080}]}
+        core.create_namespaced_service(
+            NAMESPACE, {"metadata": {"name": f"{ROLLOUT}-{side}"}, "spec": service}
+        )
+    objects.create_namespaced_custom_object(*ROLLOUTS, NAMESPACE, "rollouts", _rollout("1"))
+    answers = ServiceAnswers(kube)
+    argo = ArgoController(kube, NAMESPACE, workdir)
+    kubelet = LoadTestKubelet(kube, NAMESPACE, workdir)
+    operator = OperatorProcess(control_plane.kubeconfig, workdir, answers.url_template)
+    state = Cluster(kube, workdir, operator, argo, kubelet)
+    wait_for(
+        "the champion's Rollout to be Healthy",
+        lambda: (state.rollout().get("status") or {}).get("phase") == "Healthy",
+        120,
+    )
+    argo.start()
+    kubelet.start()
+    operator.start()
+    try:
+        yield state
+    finally:
+        operator.stop()
+        argo.stop()
+        kubelet.stop()
+        answers.close()
+
+
+def test_a_trained_candidate_goes_end_to_end(cluster: Cluster) -> None:
+    created = cluster.apply("digits-e2e")
+    status = cluster.settled("digits-e2e")
+
+    assert status["phase"] == "Promoted", status
+    assert (status["modelVersion"], status["previousChampion"]) == ("2", "1")
+    phases = [entry["phase"] for entry in status["history"]]
+    assert phases == ["Training", "Evaluating", "Gating", "Deploying", "LoadTesting", "Promoting", "Promoted"]
+    # the real Rollouts controller switched the active Service to the candidate's ReplicaSet
+    rollout = cluster.rollout()
+    assert cluster.active_selector() == rollout["status"]["stableRS"] == rollout["status"]["currentPodHash"]
+    assert cluster.version_of_hash(cluster.active_selector()) == "2"
+    # what the operator created is labelled with the promotion and owned by it
+    owner = created["metadata"]["uid"]
+    workflow = cluster.objects.get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", NAMESPACE, "workflows", "digits-e2e-train"
+    )
+    from kubernetes import client
+
+    job: Any = client.BatchV1Api(cluster.api).read_namespaced_job("digits-e2e-v2-loadtest", NAMESPACE)
+    assert workflow["metadata"]["ownerReferences"][0]["uid"] == owner
+    assert job.metadata.owner_references[0].uid == owner
+    assert job.metadata.labels["mlops.promoter.dev/promotion"] == "digits-e2e"
+    # one Event per transition, with its reason
+    events = cluster.events("digits-e2e")
+    assert [e.reason for e in events] == [entry["reason"] for entry in status["history"]]
+    # the operator's own metrics
+    metrics = cluster.operator.get("metrics", "/metrics") or ""
+    assert 'promoter_promotions_finished_total{outcome="Promoted"} 1.0' in metrics
+    assert 'promoter_phase_duration_seconds_count{phase="LoadTesting"} 1.0' in metrics
+
+
+def _mlflow(cluster: Cluster) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri(cluster.workdir))
+
+
+def _champion(cluster: Cluster) -> str:
+    return str(_mlflow(cluster).get_model_version_by_alias("digits", "champion").version)
+
+
+def _register_again(cluster: Cluster, version: str) -> str:
+    """Another registry version of an existing model: a candidate that skips training."""
+    mlflow = _mlflow(cluster)
+    existing = mlflow.get_model_version("digits", version)
+    return str(mlflow.create_model_version("digits", existing.source, run_id=existing.run_id).version)
+
+
+def test_a_load_test_over_budget_rejects_and_leaves_the_active_side_untouched(cluster: Cluster) -> None:
+    candidate = _register_again(cluster, "1")
+    active = cluster.active_selector()
+    champion = _champion(cluster)
+
+    cluster.apply("digits-too-slow", version=candidate, maxP95Ms=0.01)  # no real server answers in 10 µs
+    status = cluster.settled("digits-too-slow")
+
+    assert (status["phase"], status["reason"]) == ("Rejected", "LoadTestGatesFailed"), status
+    assert "loadTest.p95Ms" in status["message"] and status["loadTest"]["requests"] > 0
+    assert cluster.rollout()["status"]["abort"] is True  # the preview was aborted...
+    assert cluster.active_selector() == active  # ...and production never moved
+    assert cluster.version_of_hash(active) == champion == _champion(cluster)
+    assert cluster.events("digits-too-slow")[-1].type == "Warning"
+
+
+def test_a_crashed_load_test_is_a_failure_never_a_pass(cluster: Cluster) -> None:
+    """argoproj/argo-rollouts#3724: a pre-promotion Job whose pod crashed was taken as a success."""
+    candidate = _register_again(cluster, "1")
+    active = cluster.active_selector()
+    cluster.kubelet.crash = True
+    try:
+        cluster.apply("digits-crashed", version=candidate)
+        status = cluster.settled("digits-crashed")
+    finally:
+        cluster.kubelet.crash = False
+
+    assert (status["phase"], status["reason"]) == ("Failed", "LoadTestFailed"), status
+    assert "digits-crashed-v" in status["message"] and "failed" in status["message"]
+    assert cluster.rollout()["status"]["abort"] is True
+    assert cluster.active_selector() == active
+
+
+def test_the_operator_killed_in_every_phase_finishes_without_duplicates(cluster: Cluster) -> None:
+    from kubernetes import client
+
+    from promoter.operator.registry import MlflowRegistry
+
+    registry = MlflowRegistry(_mlflow(cluster), "test")
+
+    def champion_moves() -> int:
+        return sum(move.alias == "champion" for move in registry.alias_history("digits"))
+
+    moves_before = champion_moves()
+    versions_before = len(_mlflow(cluster).search_model_versions("name='digits'"))
+    cluster.apply("digits-resilient")
+
+    killed: list[str] = []
+
+    def kill_on_each_new_phase() -> dict[str, Any] | None:
+        status = cluster.status("digits-resilient")
+        phase = status.get("phase")
+        if phase in ("Promoted", "Rejected", "Failed"):
+            return status
+        if phase and phase not in killed:
+            killed.append(phase)
+            cluster.operator.kill()  # SIGKILL: no cleanup, no goodbye to its peers
+            cluster.operator.start()
+        return None
+
+    status = wait_for("the promotion, with kills", kill_on_each_new_phase, 900, cluster.argo, cluster.kubelet)
+
+    assert status["phase"] == "Promoted", status
+    assert {"Training", "Evaluating", "Deploying", "LoadTesting"} <= set(killed), killed
+    history = [entry["phase"] for entry in status["history"]]
+    assert len(history) == len(set(history)), history  # no phase entered twice
+    label = "mlops.promoter.dev/promotion=digits-resilient"
+    workflows = cluster.objects.list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", NAMESPACE, "workflows", label_selector=label
+    )
+    jobs = client.BatchV1Api(cluster.api).list_namespaced_job(NAMESPACE, label_selector=label)
+    assert len(workflows["items"]) == 1 and len(jobs.items) == 1
+    assert len(_mlflow(cluster).search_model_versions("name='digits'")) == versions_before + 1
+    assert champion_moves() == moves_before + 1
+    assert [e.reason for e in cluster.events("digits-resilient")] == [e["reason"] for e in status["history"]]
+    assert cluster.version_of_hash(cluster.active_selector()) == status["modelVersion"] == _champion(cluster)
+
+
+def test_a_rollback_returns_to_the_previous_champion_kept_hot(cluster: Cluster) -> None:
+    before = cluster.status("digits-resilient")
+    previous = before["previousChampion"]
+    hot = {rs["metadata"]["name"] for rs in _replica_sets(cluster) if rs["status"].get("readyReplicas")}
+
+    cluster.objects.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        NAMESPACE,
+        PLURAL,
+        "digits-resilient",
+        {"metadata": {"annotations": {"mlops.promoter.dev/rollback-requested-by": "alice"}}},
+    )
+    status = cluster.settled("digits-resilient", timeout=300, phases=("RolledBack", "Failed"))
+
+    assert status["phase"] == "RolledBack" and "alice" in status["message"], status
+    assert cluster.version_of_hash(cluster.active_selector()) == previous == _champion(cluster)
+    active_rs = next(
+        rs for rs in _replica_sets(cluster)
+        if rs["metadata"]["labels"]["rollouts-pod-template-hash"] == cluster.active_selector()
+    )  # fmt: skip
+    assert active_rs["metadata"]["name"] in hot  # the same ReplicaSet, still running: no cold start
+
+
+def _replica_sets(cluster: Cluster) -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    listed = client.AppsV1Api(cluster.api).list_namespaced_replica_set(
+        NAMESPACE, label_selector=f"app={ROLLOUT}"
+    )
+    return [cluster.api.sanitize_for_serialization(rs) for rs in listed.items]
+
+
+def test_deleting_a_promotion_removes_what_it_created(cluster: Cluster) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    label = "mlops.promoter.dev/promotion=digits-e2e"
+    batch = client.BatchV1Api(cluster.api)
+    assert batch.list_namespaced_job(NAMESPACE, label_selector=label).items
+
+    cluster.objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "digits-e2e")
+
+    def gone() -> bool:
+        try:
+            cluster.promotion("digits-e2e")
+        except ApiException as exc:
+            return bool(exc.status == 404)
+        return False
+
+    wait_for("the promotion to be deleted", gone, 60)
+    assert not cluster.objects.list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", NAMESPACE, "workflows", label_selector=label
+    )["items"]
+    wait_for(
+        "its Job to go", lambda: not batch.list_namespaced_job(NAMESPACE, label_selector=label).items, 60
+    )
+
+
+def test_a_second_replica_waits_while_the_first_is_alive_and_takes_over_when_it_dies(
+    cluster: Cluster,
+) -> None:
+    kubeconfig = Path(cluster.operator.env["KUBECONFIG"])
+    url = cluster.operator.env["PROMOTER_SERVICE_URL"]
+    standby = OperatorProcess(kubeconfig, cluster.workdir, url, log_name="standby.log")
+    standby.env["MLFLOW_TRACKING_URI"] = cluster.operator.env["MLFLOW_TRACKING_URI"]
+
+    def peers() -> dict[str, Any]:
+        peering = cluster.objects.get_namespaced_custom_object(
+            "kopf.dev", "v1", NAMESPACE, "kopfpeerings", "promoter"
+        )
+        return dict(peering.get("status") or {})
+
+    standby.start("--priority", "-1")
+    try:
+        wait_for("both replicas in the KopfPeering", lambda: len(peers()) >= 2, 30)
+        time.sleep(4)  # longer than a peer's lifetime here: time enough to resume if it were going to
+        assert "Resuming operations" not in standby.log_path.read_text()  # paused: the first acts
+
+        cluster.operator.kill()
+        wait_for(
+            "the standby to take over", lambda: "Resuming operations" in standby.log_path.read_text(), 60
+        )
+    finally:
+        standby.stop()
+    for line in cluster.operator.log_path.read_text().splitlines():
+        json.loads(line)  # every line the operator wrote is one JSON object
