@@ -40,11 +40,16 @@ class HttpServiceProbe:
         self.url_template = url_template
 
     def address(self, namespace: str, service: str) -> str:
-        port = self.core.read_namespaced_service(service, namespace).spec.ports[0].port
+        port = service_port(self.core, namespace, service)
         return self.url_template.format(namespace=namespace, service=service, port=port)
 
     def version(self, namespace: str, service: str) -> str | None:
         return served_version(self.address(namespace, service))
+
+
+def service_port(core: Any, namespace: str, service: str) -> int:
+    """The Service's first port: the one `promoter serve` listens behind."""
+    return int(core.read_namespaced_service(service, namespace).spec.ports[0].port)
 
 
 def model_uri(model: str, version: str) -> str:
@@ -60,6 +65,19 @@ def _server(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 def _paused_for_promotion(status: dict[str, Any]) -> bool:
     return any(c.get("reason") == "BlueGreenPause" for c in status.get("pauseConditions") or [])
+
+
+def _preview_on_current(status: dict[str, Any]) -> bool:
+    """The preview Service selects the ReplicaSet of the current pod template."""
+    return bool((status.get("blueGreen") or {}).get("previewSelector") == status.get("currentPodHash"))
+
+
+def _preview_service(rollout: dict[str, Any]) -> str:
+    service = rollout["spec"]["strategy"]["blueGreen"].get("previewService")
+    if not service:
+        name = rollout["metadata"]["name"]
+        raise RolloutError(f"Rollout {name} has no previewService to test the candidate through")
+    return str(service)
 
 
 class ArgoRollouts:
@@ -112,18 +130,11 @@ class ArgoRollouts:
             return PreviewObservation(
                 None, ready=False, failure=f"Rollout {rollout}: {status.get('message')}"
             )
-        blue_green = status.get("blueGreen") or {}
-        hash_ = status.get("currentPodHash")
+        first_revision = (status.get("blueGreen") or {}).get("activeSelector") == status.get("currentPodHash")
         # Paused with the new ReplicaSet fully available; or a first revision, which never pauses.
-        replica_set_ready = blue_green.get("previewSelector") == hash_ and (
-            _paused_for_promotion(status) or blue_green.get("activeSelector") == hash_
-        )
-        if not replica_set_ready:
+        if not (_preview_on_current(status) and (_paused_for_promotion(status) or first_revision)):
             return PreviewObservation(None, ready=False)
-        service = current["spec"]["strategy"]["blueGreen"].get("previewService")
-        if not service:
-            raise RolloutError(f"Rollout {rollout} has no previewService to test the candidate through")
-        return PreviewObservation(self.probe.version(self.namespace, service), ready=True)
+        return PreviewObservation(self.probe.version(self.namespace, _preview_service(current)), ready=True)
 
     def active_version(self, rollout: str) -> str | None:
         service = self.get(rollout)["spec"]["strategy"]["blueGreen"]["activeService"]
@@ -131,12 +142,9 @@ class ArgoRollouts:
 
     def preview_address(self, rollout: str) -> tuple[str, int]:
         """The preview Service's in-cluster name and port, for the load-test Job."""
-        service = self.get(rollout)["spec"]["strategy"]["blueGreen"].get("previewService")
-        if not service:
-            raise RolloutError(f"Rollout {rollout} has no previewService")
-        core: Any = client.CoreV1Api(self.objects.api_client)
-        port = core.read_namespaced_service(service, self.namespace).spec.ports[0].port
-        return f"{service}.{self.namespace}.svc", int(port)
+        service = _preview_service(self.get(rollout))
+        port = service_port(client.CoreV1Api(self.objects.api_client), self.namespace, service)
+        return f"{service}.{self.namespace}.svc", port
 
     def promote(self, rollout: str, model: str, version: str) -> None:
         current = self.get(rollout)
@@ -146,9 +154,7 @@ class ArgoRollouts:
             self.deploy_preview(rollout, model, version)
             return
         status = current.get("status") or {}
-        if _paused_for_promotion(status) and status.get("currentPodHash") == (
-            status.get("blueGreen") or {}
-        ).get("previewSelector"):
+        if _paused_for_promotion(status) and _preview_on_current(status):
             self.objects.patch_namespaced_custom_object_status(
                 GROUP, VERSION, self.namespace, PLURAL, rollout, {"status": {"pauseConditions": None}}
             )

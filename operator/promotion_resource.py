@@ -52,33 +52,38 @@ class PromotionResource:
     def __init__(self, api: client.ApiClient, ref: PromotionRef) -> None:
         self.objects: Any = client.CustomObjectsApi(api)
         self.ref = ref
-        self.resource_version: str | None = None
-        self.events_recorded = 0
+        self.current: dict[str, Any] | None = None  # as last read or written, this round
+
+    @property
+    def resource_version(self) -> str | None:
+        return None if self.current is None else str(self.current["metadata"]["resourceVersion"])
+
+    @property
+    def events_recorded(self) -> int:
+        annotations = (self.current or {}).get("metadata", {}).get("annotations") or {}
+        return int(annotations.get(EVENTS_ANNOTATION, 0))
 
     def read(self) -> dict[str, Any]:
-        resource: dict[str, Any] = self.objects.get_namespaced_custom_object(
+        self.current = self.objects.get_namespaced_custom_object(
             GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name
         )
-        metadata = resource["metadata"]
-        self.resource_version = metadata["resourceVersion"]
-        self.events_recorded = int((metadata.get("annotations") or {}).get(EVENTS_ANNOTATION, 0))
-        return resource
+        assert self.current is not None
+        return self.current
 
     def load(self) -> PromotionStatus:
-        return status_of(self.read())
+        """The status as read at the start of this round (one GET per round, not one per use)."""
+        return status_of(self.current if self.current is not None else self.read())
 
     def save(self, status: PromotionStatus) -> None:
         # Nones are sent as nulls: a merge patch removes what the status no longer has.
         document = status.model_dump(mode="json", by_alias=True)
         patch = {"metadata": {"resourceVersion": self.resource_version}, "status": document}
-        saved = self.objects.patch_namespaced_custom_object_status(
+        self.current = self.objects.patch_namespaced_custom_object_status(
             GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name, patch
         )
-        self.resource_version = saved["metadata"]["resourceVersion"]
 
     def mark_events_recorded(self, count: int) -> None:
         patch = {"metadata": {"annotations": {EVENTS_ANNOTATION: str(count)}}}
-        self.objects.patch_namespaced_custom_object(
+        self.current = self.objects.patch_namespaced_custom_object(
             GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name, patch
         )
-        self.events_recorded = count
