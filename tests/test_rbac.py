@@ -3,7 +3,6 @@ while impersonating the operator's ServiceAccount are allowed for its job and re
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -66,90 +65,71 @@ def _job() -> dict[str, Any]:
     }
 
 
-def _allowed(operator: Any) -> dict[str, Callable[[], object]]:
-    from kubernetes import client
+class Clients:
+    """The API groups an action needs, all speaking as the impersonated operator."""
 
-    objects: Any = client.CustomObjectsApi(operator)
-    core: Any = client.CoreV1Api(operator)
-    batch: Any = client.BatchV1Api(operator)
-    status = {"status": {"phase": "Training"}}
-    return {
-        "list promotions": lambda: objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL),
-        "patch a promotion's status": lambda: objects.patch_namespaced_custom_object_status(
-            GROUP, VERSION, NAMESPACE, PLURAL, "rbac-check", status
-        ),
-        "record an event": lambda: core.create_namespaced_event(NAMESPACE, _event(NAMESPACE), dry_run="All"),
-        "read services": lambda: core.list_namespaced_service(NAMESPACE),
-        "start a load-test job": lambda: batch.create_namespaced_job(NAMESPACE, _job(), dry_run="All"),
-        "delete a deleted promotion's jobs": lambda: batch.delete_collection_namespaced_job(
-            NAMESPACE, label_selector="mlops.promoter.dev/promotion=rbac-check", dry_run="All"
-        ),
-    }
+    def __init__(self, api: Any) -> None:
+        from kubernetes import client
+
+        self.objects: Any = client.CustomObjectsApi(api)
+        self.core: Any = client.CoreV1Api(api)
+        self.batch: Any = client.BatchV1Api(api)
+        self.rbac: Any = client.RbacAuthorizationV1Api(api)
+        self.apps: Any = client.AppsV1Api(api)
 
 
-def _refused(operator: Any) -> dict[str, Callable[[], object]]:
-    from kubernetes import client
-
-    objects: Any = client.CustomObjectsApi(operator)
-    core: Any = client.CoreV1Api(operator)
-    rbac: Any = client.RbacAuthorizationV1Api(operator)
-    apps: Any = client.AppsV1Api(operator)
-    document = yaml.safe_load((EXAMPLES / "digits" / "promotion.yaml").read_text())
-    binding = {
-        "metadata": {"name": "escalate"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "promoter-operator", "namespace": NAMESPACE}],
-    }
-    return {
-        "read secrets": lambda: core.list_namespaced_secret(NAMESPACE),
-        "create promotions": lambda: objects.create_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, copy.deepcopy(document), dry_run="All"
-        ),
-        "delete promotions": lambda: objects.delete_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, "rbac-check", dry_run="All"
-        ),
-        "promotions in another namespace": lambda: objects.list_namespaced_custom_object(
-            GROUP, VERSION, "default", PLURAL
-        ),
-        "events in another namespace": lambda: core.create_namespaced_event(
-            "default", _event("default"), dry_run="All"
-        ),
-        "delete pods": lambda: core.delete_collection_namespaced_pod(NAMESPACE, dry_run="All"),
-        "change deployments": lambda: apps.list_namespaced_deployment(NAMESPACE),
-        "grant itself cluster-admin": lambda: rbac.create_cluster_role_binding(binding, dry_run="All"),
-    }
+def _promotion() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((EXAMPLES / "digits" / "promotion.yaml").read_text())
+    return document
 
 
-@pytest.mark.parametrize(
-    "action",
-    [
-        "list promotions",
-        "patch a promotion's status",
-        "record an event",
-        "read services",
-        "start a load-test job",
-        "delete a deleted promotion's jobs",
-    ],
-)
+_ESCALATION = {
+    "metadata": {"name": "escalate"},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+    "subjects": [{"kind": "ServiceAccount", "name": "promoter-operator", "namespace": NAMESPACE}],
+}
+
+ALLOWED: dict[str, Callable[[Clients], object]] = {
+    "list promotions": lambda c: c.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL),
+    "patch a promotion's status": lambda c: c.objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, NAMESPACE, PLURAL, "rbac-check", {"status": {"phase": "Training"}}
+    ),
+    "record an event": lambda c: c.core.create_namespaced_event(NAMESPACE, _event(NAMESPACE), dry_run="All"),
+    "read services": lambda c: c.core.list_namespaced_service(NAMESPACE),
+    "start a load-test job": lambda c: c.batch.create_namespaced_job(NAMESPACE, _job(), dry_run="All"),
+    "delete a deleted promotion's jobs": lambda c: c.batch.delete_collection_namespaced_job(
+        NAMESPACE, label_selector="mlops.promoter.dev/promotion=rbac-check", dry_run="All"
+    ),
+}
+
+REFUSED: dict[str, Callable[[Clients], object]] = {
+    "read secrets": lambda c: c.core.list_namespaced_secret(NAMESPACE),
+    "create promotions": lambda c: c.objects.create_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, _promotion(), dry_run="All"
+    ),
+    "delete promotions": lambda c: c.objects.delete_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, "rbac-check", dry_run="All"
+    ),
+    "promotions in another namespace": lambda c: c.objects.list_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL
+    ),
+    "events in another namespace": lambda c: c.core.create_namespaced_event(
+        "default", _event("default"), dry_run="All"
+    ),
+    "delete pods": lambda c: c.core.delete_collection_namespaced_pod(NAMESPACE, dry_run="All"),
+    "change deployments": lambda c: c.apps.list_namespaced_deployment(NAMESPACE),
+    "grant itself cluster-admin": lambda c: c.rbac.create_cluster_role_binding(_ESCALATION, dry_run="All"),
+}
+
+
+@pytest.mark.parametrize("action", list(ALLOWED))
 def test_the_operator_may_do_its_job(operator: Any, action: str) -> None:
-    assert _status_code(_allowed(operator)[action]) == 200
+    assert _status_code(lambda: ALLOWED[action](Clients(operator))) == 200
 
 
-@pytest.mark.parametrize(
-    "action",
-    [
-        "read secrets",
-        "create promotions",
-        "delete promotions",
-        "promotions in another namespace",
-        "events in another namespace",
-        "delete pods",
-        "change deployments",
-        "grant itself cluster-admin",
-    ],
-)
+@pytest.mark.parametrize("action", list(REFUSED))
 def test_the_operator_is_refused_what_it_does_not_need(operator: Any, action: str) -> None:
-    assert _status_code(_refused(operator)[action]) == 403
+    assert _status_code(lambda: REFUSED[action](Clients(operator))) == 403
 
 
 @pytest.mark.parametrize(
