@@ -1,4 +1,7 @@
-"""The FastAPI application: promoter's JSON API, the Open Inference Protocol, health and metrics.
+"""The inference server: promoter's JSON API, the Open Inference Protocol, health and metrics.
+
+The inference routes are plain ASGI in front of the FastAPI application (`inference_routes`
+says why); FastAPI answers the rest and publishes the OpenAPI document of both.
 
 The model loads in the background after the server starts: `/healthz` answers at once, `/readyz`
 only once the model is loaded and warmed up with its input example, so a Rollout never routes
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -24,10 +27,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from mlflow.tracking import MlflowClient
+from prometheus_client import Histogram
 
 from promoter import __version__
 from promoter.serving import metrics
 from promoter.serving.batching import BatcherStopped, MicroBatcher
+from promoter.serving.inference_routes import (
+    ASGIApp,
+    InferenceRoute,
+    InferenceRouter,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    document_routes,
+)
 from promoter.serving.model import ModelIdentity, ServedModel, load, resolve
 from promoter.serving.protocol import (
     PREDICT_REQUEST_SCHEMA,
@@ -43,12 +57,6 @@ from promoter.serving.protocol import (
 log = logging.getLogger("promoter.serving")
 ENV_PREFIX = "PROMOTER_SERVE_"
 METRICS_FLUSH_SECONDS = 1.0
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,8 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # (route template, status) -> its histogram: `labels()` costs more than the observation itself
+        self._latency: dict[tuple[str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,29 +150,17 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             metrics.IN_FLIGHT.dec()
-            route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
-            metrics.REQUEST_SECONDS.labels(endpoint, str(status)).observe(time.perf_counter() - started)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            key = (getattr(scope.get("route"), "path", "unmatched"), status)
+            if (latency := self._latency.get(key)) is None:
+                latency = self._latency[key] = metrics.REQUEST_SECONDS.labels(key[0], str(status))
+            latency.observe(time.perf_counter() - started)
 
 
 def _json(content: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(content, status_code=status)
 
 
-def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -> FastAPI:
+def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -> ASGIApp:
     state = ModelState(settings)
 
     async def load_and_warm_up() -> None:
@@ -297,24 +295,10 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
             state.recorder.flush()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post(
-        "/predict",
-        summary="Predict a batch of inputs",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": PREDICT_REQUEST_SCHEMA}},
-            }
-        },
-    )
-    async def predict(request: Request) -> Response:
+    async def predict(body: bytes, _: dict[str, str]) -> bytes:
         model = serving()
-        body = await read_body(request, settings.max_body_bytes)
         inputs = parse_predict(parse_json(body), model.bundle, settings.max_request_inputs)
-        probabilities = await infer(inputs)
-        return Response(
-            predict_response(probabilities, model.bundle, model_ref(model)), media_type="application/json"
-        )
+        return predict_response(await infer(inputs), model.bundle, model_ref(model))
 
     # --- Open Inference Protocol (KServe V2) -----------------------------------------------------
 
@@ -359,44 +343,31 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
         check_v2_model(model, name)
         return _json({"name": name, "ready": True})
 
-    v2_body = {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": V2_INFER_REQUEST_SCHEMA}},
-        }
-    }
-
-    async def v2_infer_with(request: Request, name: str, version: str | None) -> Response:
+    async def v2_infer(body: bytes, path: dict[str, str]) -> bytes:
         model = serving()
-        check_v2_model(model, name, version)
-        body = await read_body(request, settings.max_body_bytes)
+        check_v2_model(model, path["name"], path.get("version"))
         inputs, request_id = parse_v2_infer(parse_json(body), model.bundle, settings.max_request_inputs)
-        probabilities = await infer(inputs)
-        return Response(
-            v2_infer_response(probabilities, model.identity.name, model.identity.version, request_id),
-            media_type="application/json",
-        )
+        return v2_infer_response(await infer(inputs), model.identity.name, model.identity.version, request_id)
 
-    @app.post(
-        "/v2/models/{name}/infer",
-        summary="V2 inference",
-        openapi_extra=v2_body,
-        responses={404: {"description": "Unknown model"}},
-    )
-    async def v2_infer(name: str, request: Request) -> Response:
-        return await v2_infer_with(request, name, None)
-
-    @app.post(
-        "/v2/models/{name}/versions/{version}/infer",
-        summary="V2 inference on a version",
-        openapi_extra=v2_body,
-        responses={404: {"description": "Unknown model or version"}},
-    )
-    async def v2_infer_version(name: str, version: str, request: Request) -> Response:
-        return await v2_infer_with(request, name, version)
-
-    app.add_middleware(MetricsMiddleware)
-    return app
+    inference = [
+        InferenceRoute("/predict", "Predict a batch of inputs", PREDICT_REQUEST_SCHEMA, predict),
+        InferenceRoute(
+            "/v2/models/{name}/infer",
+            "V2 inference",
+            V2_INFER_REQUEST_SCHEMA,
+            v2_infer,
+            {404: "Unknown model"},
+        ),
+        InferenceRoute(
+            "/v2/models/{name}/versions/{version}/infer",
+            "V2 inference on a version",
+            V2_INFER_REQUEST_SCHEMA,
+            v2_infer,
+            {404: "Unknown model or version"},
+        ),
+    ]
+    document_routes(app, inference)
+    return MetricsMiddleware(InferenceRouter(app, inference, settings.max_body_bytes))
 
 
 def _identity_from_settings(settings: ServeSettings) -> ModelIdentity:
@@ -404,6 +375,6 @@ def _identity_from_settings(settings: ServeSettings) -> ModelIdentity:
     return replace(identity, requested_uri=settings.requested_model_uri or identity.requested_uri)
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> ASGIApp:
     """uvicorn's factory for each worker process (`promoter serve` sets the environment)."""
     return create_app(ServeSettings.from_env())

@@ -74,6 +74,18 @@ def test_predict_answers_with_classes_and_probabilities(server: Server) -> None:
     assert flat.json()["predictions"] == body["predictions"]
 
 
+def test_inference_routes_answer_other_methods_with_405(server: Server) -> None:
+    for path in ("/predict", "/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"):
+        response = server.client.get(path)
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert "accepts POST only" in response.json()["error"]
+    documented = server.client.get("/openapi.json").json()["paths"]
+    assert documented["/predict"]["post"]["requestBody"]["required"] is True
+    assert {"name", "version"} == {
+        p["name"] for p in documented["/v2/models/{name}/versions/{version}/infer"]["post"]["parameters"]
+    }
+
+
 def test_open_inference_protocol(server: Server) -> None:
     assert server.client.get("/v2/health/ready").json() == {"ready": True}
     metadata = server.client.get("/v2/models/digits").json()

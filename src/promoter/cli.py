@@ -298,6 +298,7 @@ def serve(
         timeout_graceful_shutdown=graceful_seconds,
         access_log=False,
         log_level="warning",
+        proxy_headers=False,  # client addresses are never used: skip parsing X-Forwarded-* per request
     )
 
 
