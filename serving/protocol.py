@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from promoter.pipelines.packaging import InputError, ModelBundle
+from promoter.pipelines.packaging import REAL_NUMBER_KINDS, InputError, ModelBundle
 
 # V2 tensor datatypes we accept as numeric input, and their numpy equivalents.
 V2_DATATYPES = {
@@ -47,7 +47,7 @@ def _as_array(values: Any, where: str) -> npt.NDArray[Any]:
         array = np.asarray(values)
     except (ValueError, TypeError, OverflowError):
         raise ProtocolError(422, f"{where} is ragged: every row must have the same shape") from None
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+    if array.dtype.kind not in REAL_NUMBER_KINDS:
         raise ProtocolError(422, f"{where} must contain only numbers")
     return array
 
