@@ -81,21 +81,29 @@ class ModelBundle:
     def __init__(self, manifest: ModelManifest, network: nn.Module) -> None:
         self.manifest = manifest
         self.network = network.eval()
-        self._inference: Callable[[torch.Tensor], torch.Tensor] = self.network
+        self._single: Callable[[torch.Tensor], torch.Tensor] = self.network
+        self._batched: Callable[[torch.Tensor], torch.Tensor] = self.network
 
     def optimize_for_inference(self) -> bool:
-        """Trace and freeze the network: BatchNorm folds into the convolutions and Python dispatch goes
-        away, which more than halves single-input latency on CPU. Outputs are unchanged (to float
-        rounding). A network that cannot be traced keeps running eagerly; returns whether it worked."""
+        """Compile the network into two frozen graphs, one for a single input and one for batches.
+
+        Freezing folds BatchNorm into the convolutions and removes Python dispatch, which more than
+        halves single-input latency on CPU. `torch.jit.optimize_for_inference` goes further for
+        batches (oneDNN layouts and prepacked weights: 1.3-1.7x on batches of 2-128 here), but its
+        layout conversions make a single input twice as slow, so each graph keeps the sizes it wins.
+        Outputs are unchanged to float rounding, which is checked. A network that cannot be traced
+        keeps running eagerly; returns whether the frozen graphs are in use."""
         example = torch.zeros((2, *self.manifest.input_shape))
         try:
             with torch.no_grad():
-                frozen = torch.jit.freeze(torch.jit.trace(self.network, example))  # type: ignore[no-untyped-call]
-                if not torch.allclose(frozen(example), self.network(example), atol=1e-5):
-                    return False
+                single = torch.jit.freeze(self._trace(example))
+                batched = torch.jit.optimize_for_inference(torch.jit.freeze(self._trace(example)))
+                for graph, inputs in ((single, example[:1]), (batched, example)):
+                    if not torch.allclose(graph(inputs), self.network(inputs), atol=1e-5):
+                        return False
         except Exception:  # tracing is an optimisation; any failure leaves the eager network in place
             return False
-        self._inference = frozen
+        self._single, self._batched = single, batched
         return True
 
     @classmethod
@@ -127,12 +135,14 @@ class ModelBundle:
     def predict_proba(self, inputs: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         return self.forward(self.validate(inputs))
 
+    def _trace(self, example: torch.Tensor) -> torch.jit.ScriptModule:
+        return torch.jit.trace(self.network, example)  # type: ignore[no-untyped-call,no-any-return]
+
     def forward(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities for inputs that `validate` already accepted (the server's hot path)."""
+        graph = self._single if len(inputs) == 1 else self._batched
         with torch.inference_mode():
-            return torch.softmax(
-                self._inference(torch.from_numpy(np.ascontiguousarray(inputs))), dim=1
-            ).numpy()
+            return torch.softmax(graph(torch.from_numpy(np.ascontiguousarray(inputs))), dim=1).numpy()
 
 
 class PipelineModel(PythonModel):

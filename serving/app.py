@@ -68,7 +68,9 @@ class ServeSettings:
     max_request_inputs: int = 1024
     max_body_bytes: int = 8 * 1024 * 1024
     low_confidence: float = 0.5
-    torch_threads: int = 0  # 0: leave torch's default
+    # One intra-op thread per worker by default: micro-batches are small, and on batches below ~32
+    # a second thread spun more CPU than it saved and was slower (benchmarks/README.md).
+    torch_threads: int = 1  # 0: torch's default (one per core)
     # Added to every prediction: a deliberately slow server, for testing latency gates and shutdown.
     inject_latency_ms: float = 0.0
     # With several workers a probe reaches one of them: the pod is ready only when all are.
@@ -185,9 +187,12 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
                 forward, settings.max_batch_size, settings.max_wait_ms / 1000, observe_batch
             )
             batcher.start()
-            example = model.bundle.validate(model.input_example)
-            for _ in range(3):  # first passes allocate and pick kernels; pay for it before traffic
-                await batcher.predict(example)
+            example = model.bundle.validate(model.input_example)[:1]
+            # First passes allocate and pick kernels: pay for it before traffic, in the single-input
+            # graph and in the batch graph alike.
+            for inputs in (example, np.repeat(example, 8, axis=0)):
+                for _ in range(3):
+                    await batcher.predict(inputs)
             state.model, state.batcher, state.recorder = model, batcher, recorder
             state.mark_ready()
             metrics.MODEL_INFO.labels(

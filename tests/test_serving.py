@@ -74,6 +74,17 @@ def test_predict_answers_with_classes_and_probabilities(server: Server) -> None:
     assert flat.json()["predictions"] == body["predictions"]
 
 
+def test_an_input_gets_the_same_answer_alone_or_in_a_batch(server: Server) -> None:
+    # one input and a batch run through different compiled graphs (and micro-batching mixes them)
+    batch = server.client.post("/predict", json={"inputs": DIGITS.features[:8].tolist()}).json()
+    for row in range(8):
+        alone = server.client.post(
+            "/predict", json={"inputs": DIGITS.features[row : row + 1].tolist()}
+        ).json()
+        assert alone["predictions"] == batch["predictions"][row : row + 1]
+        np.testing.assert_allclose(alone["probabilities"][0], batch["probabilities"][row], atol=1e-5)
+
+
 def test_inference_routes_answer_other_methods_with_405(server: Server) -> None:
     for path in ("/predict", "/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"):
         response = server.client.get(path)

@@ -226,8 +226,12 @@ def serve(
         typer.Option(min=0, max=1, help="Top probability below which a prediction counts as low-confidence."),
     ] = 0.5,
     torch_threads: Annotated[
-        int, typer.Option(min=0, help="Intra-op threads per worker (0: torch default).")
-    ] = 0,
+        int,
+        typer.Option(
+            min=0,
+            help="Intra-op threads per worker (0: torch's default, one per core); scale --workers first.",
+        ),
+    ] = 1,
     graceful_seconds: Annotated[
         int, typer.Option(help="How long in-flight requests may finish on SIGTERM.")
     ] = 30,
