@@ -8,6 +8,7 @@ alias moves: rolling forward is the Rollout's job, not the pod's.
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,12 +100,17 @@ class ServedModel:
 
 
 def load(identity: ModelIdentity) -> ServedModel:
-    local = mlflow.artifacts.download_artifacts(identity.uri)
-    bundle = load_bundle(local)
+    # Always into a scratch directory of our own (TMPDIR: the pod's writable emptyDir). From a local
+    # artifact store MLflow would otherwise hand back the store's own directory and write its
+    # metadata file into it: a server must never write to the registry, and with a read-only root
+    # filesystem it cannot. Everything is in memory once loaded, so the copy goes at once.
+    with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+        local = mlflow.artifacts.download_artifacts(identity.uri, dst_path=scratch)
+        bundle = load_bundle(local)
+        try:
+            saved = Model.load(local).load_input_example(local)
+        except Exception:  # an example only improves warm-up; its absence must not stop serving
+            saved = None
     bundle.optimize_for_inference()
-    try:
-        saved = Model.load(local).load_input_example(local)
-    except Exception:  # an example only improves warm-up; its absence must not stop serving
-        saved = None
     example = np.zeros((1, *bundle.manifest.input_shape)) if saved is None else np.asarray(saved)
     return ServedModel(identity=identity, bundle=bundle, input_example=example.astype(np.float32))

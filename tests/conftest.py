@@ -54,7 +54,8 @@ def write_spec(path: Path, text: str) -> Path:
 class Server:
     """A `promoter serve` process on loopback, stopped with SIGTERM like Kubernetes does."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, launcher: tuple[str, ...] = ()) -> None:
+        """`launcher` runs the server through another command (e.g. into a mount namespace)."""
         import httpx
 
         self.port = free_port()
@@ -66,7 +67,7 @@ class Server:
         }
         self.log = (workdir / f"serve-{self.port}.log").open("w")
         self.process = subprocess.Popen(
-            [str(PROMOTER), "serve", "--workdir", str(workdir), "--port", str(self.port), *args],
+            [*launcher, str(PROMOTER), "serve", "--workdir", str(workdir), "--port", str(self.port), *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,

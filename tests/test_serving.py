@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -275,6 +276,40 @@ def test_several_workers_share_one_view_of_the_metrics(registered_digits: Path) 
         text = server.client.get("/metrics").text
         assert metric(text, "promoter_request_duration_seconds_count", endpoint="/predict") == 40
         assert metric(text, "promoter_predictions_total") == 40
+    finally:
+        assert server.stop()
+
+
+def _can_make_read_only_mounts() -> bool:
+    probe = ["unshare", "--mount", "sh", "-c", "mount -o remount,bind,ro /"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _can_make_read_only_mounts(), reason="needs a private mount namespace (unshare -m)")
+def test_the_server_runs_on_a_read_only_root_filesystem(registered_digits: Path, tmp_path: Path) -> None:
+    """As the serving pod runs (readOnlyRootFilesystem, TMPDIR on a writable emptyDir): in a private
+    mount namespace the root filesystem is read-only, the MLflow store included, except one scratch
+    directory. Two workers, so the shared metrics files and readiness marks must live there too."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    read_only = 'mount --bind "$0" "$0" && mount -o remount,bind,ro / && TMPDIR="$0" exec "$@"'
+    server = Server(
+        registered_digits,
+        "--model-uri",
+        "models:/digits@champion",
+        "--workers",
+        "2",
+        launcher=("unshare", "--mount", "sh", "-c", read_only, str(scratch)),
+    )
+    try:
+        server.wait_ready()
+        answer = server.client.post("/predict", json={"inputs": DIGITS.features[:4].tolist()})
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 4
+        assert "promoter_predictions_total" in server.client.get("/metrics").text
+        assert any(scratch.iterdir())  # what it wrote went to TMPDIR
     finally:
         assert server.stop()
 
