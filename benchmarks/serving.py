@@ -2,11 +2,13 @@
 model ceiling, side by side in one run, on the same machine and with the same number of workers.
 
     apt-get install wrk          # the load generator: its own process, closed loop
-    .venv/bin/python benchmarks/serving.py [--duration 5] [--concurrency 1 8 32] [--workers 1]
+    .venv/bin/python benchmarks/serving.py [--duration 5] [--concurrency 1 8 32 64] [--workers 1]
 
 Contenders: (1) `promoter serve`; (2) `mlflow models serve --env-manager local` on the same model;
 (3) a do-nothing FastAPI/uvicorn endpoint that reads the same body and returns a constant (the HTTP
 ceiling of the stack); (4) the model alone: batched forward passes in process, same thread count.
+For reference, also (5) a do-nothing endpoint in bare ASGI on uvicorn: the floor under FastAPI,
+which promoter's inference routes use (serving/inference_routes.py).
 Shapes: single-input requests (HTTP-bound) and 64-input requests (model-bound).
 The last three lines are the ratios the project tracks (see benchmarks/README.md).
 """
@@ -52,6 +54,19 @@ app = FastAPI()
 async def invocations(request: Request) -> Response:
     await request.body()
     return Response(b'{"predictions": [0]}', media_type="application/json")
+
+async def bare(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"20")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b'{"predictions": [0]}'})
 """
 
 
@@ -184,13 +199,16 @@ def measure(
     return results
 
 
-def model_ceiling(tracking: str, batch: int, seconds: float) -> float:
+def model_ceiling(tracking: str, batch: int, seconds: float, threads: int) -> float:
     import mlflow
 
     from promoter.pipelines.packaging import load_bundle
 
     mlflow.set_tracking_uri(tracking)
+    if threads > 0:
+        torch.set_num_threads(threads)
     bundle = load_bundle("models:/digits/1")
+    bundle.optimize_for_inference()  # as the server runs it
     inputs = np.random.default_rng(0).uniform(0, 16, size=(batch, 1, 8, 8)).astype(np.float32)
     for _ in range(20):
         bundle.forward(inputs)
@@ -201,8 +219,17 @@ def model_ceiling(tracking: str, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-def best(results: list[Result], server: str, shape: int) -> Result:
-    return max((r for r in results if r.server == server and r.shape == shape), key=lambda r: r.rps)
+def best(results: list[Result], server: str, shape: int) -> Result | None:
+    measured = [r for r in results if r.server == server and r.shape == shape]
+    return max(measured, key=lambda r: r.rps) if measured else None
+
+
+def rps(result: Result | None) -> float | None:
+    return result.rps if result else None
+
+
+def ratio(name: str, ours: float | None, theirs: float | None) -> None:
+    print(f"{name}={ours / theirs:.2f}" if ours and theirs else f"{name}=n/a (contender not measured)")
 
 
 def main() -> None:
@@ -210,8 +237,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="intra-op threads of promoter serve and of the in-process ceiling (promoter's default: 1)",
+    )
     parser.add_argument(
         "--serve-args", default="", help="extra flags for promoter serve, e.g. '--max-wait-ms 1'"
     )
@@ -249,6 +282,8 @@ def main() -> None:
                 str(args.workers),
                 "--workdir",
                 str(workdir),
+                "--torch-threads",
+                str(args.torch_threads),
                 *args.serve_args.split(),
             ],
             f"http://127.0.0.1:{port}/readyz",
@@ -300,17 +335,39 @@ def main() -> None:
         )
     )
 
+    port = free_port()
+    contenders.append(
+        (
+            "bare ASGI",
+            [
+                str(BIN / "uvicorn"),
+                "do_nothing:bare",
+                "--app-dir",
+                str(workdir),
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            f"http://127.0.0.1:{port}/",
+            f"http://127.0.0.1:{port}/invocations",
+        )
+    )
+
     results: list[Result] = []
     for name, command, ready, url in contenders:
         if args.only and name not in args.only:
             continue
         print(f"measuring {name} ...", flush=True)
         results += measure(name, command, ready, url, bodies, args, env, workdir)
-    ceiling = model_ceiling(tracking, 64, args.duration)
+    ceiling = model_ceiling(tracking, 64, args.duration, args.torch_threads)
 
     print(
-        f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.workers} worker(s), {args.duration:.0f} s per point"
+        f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, {args.torch_threads} thread(s) for "
+        f"promoter and the in-process model, {args.workers} worker(s), {args.duration:.0f} s per point"
     )
     print(
         f"{'server':<16} {'inputs':>6} {'conc':>5} {'RPS':>9} {'pred/s':>10} {'p50 ms':>8} {'p95 ms':>8} "
@@ -323,7 +380,6 @@ def main() -> None:
         )
     print(f"{'model in-process':<16} {64:>6} {'-':>5} {'-':>9} {ceiling:>10,.0f}")
 
-    mlflow_best = best(results, "mlflow serve", 1)
     # ours may count only where its latency is comparable: p95 within 1.25x of mlflow's at that concurrency
     comparable = [
         r
@@ -338,12 +394,17 @@ def main() -> None:
             for m in results
         )
     ]
-    ours_best = max(comparable, key=lambda r: r.rps) if comparable else best(results, "promoter serve", 1)
-    print(f"throughput_ratio_vs_mlflow={ours_best.rps / mlflow_best.rps:.2f}")
-    http_fraction = best(results, "promoter serve", 1).rps / best(results, "do-nothing", 1).rps
-    model_fraction = best(results, "promoter serve", 64).predictions_per_second / ceiling
-    print(f"fraction_of_http_ceiling={http_fraction:.2f}")
-    print(f"fraction_of_model_ceiling={model_fraction:.2f}")
+    ours_comparable = (
+        max(comparable, key=lambda r: r.rps) if comparable else best(results, "promoter serve", 1)
+    )
+    ours, mlflow_best, fastapi, bare = (
+        best(results, name, 1) for name in ("promoter serve", "mlflow serve", "do-nothing", "bare ASGI")
+    )
+    ours_64 = best(results, "promoter serve", 64)
+    ratio("fraction_of_bare_asgi", rps(ours), rps(bare))  # for reference, not tracked
+    ratio("throughput_ratio_vs_mlflow", rps(ours_comparable), rps(mlflow_best))
+    ratio("fraction_of_http_ceiling", rps(ours), rps(fastapi))
+    ratio("fraction_of_model_ceiling", ours_64.predictions_per_second if ours_64 else None, ceiling)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
