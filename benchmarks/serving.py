@@ -313,49 +313,17 @@ def main() -> None:
             f"http://127.0.0.1:{port}/invocations",
         )
     )
-    port = free_port()
-    contenders.append(
-        (
-            "do-nothing",
-            [
-                str(BIN / "uvicorn"),
-                "do_nothing:app",
-                "--app-dir",
-                str(workdir),
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            f"http://127.0.0.1:{port}/docs",
-            f"http://127.0.0.1:{port}/invocations",
+    for name, app, ready_path in (("do-nothing", "app", "/docs"), ("bare ASGI", "bare", "/")):
+        port = free_port()
+        uvicorn = [str(BIN / "uvicorn"), f"do_nothing:{app}", "--app-dir", str(workdir), "--port", str(port)]
+        contenders.append(
+            (
+                name,
+                [*uvicorn, "--workers", str(args.workers), "--no-access-log", "--log-level", "warning"],
+                f"http://127.0.0.1:{port}{ready_path}",
+                f"http://127.0.0.1:{port}/invocations",
+            )
         )
-    )
-
-    port = free_port()
-    contenders.append(
-        (
-            "bare ASGI",
-            [
-                str(BIN / "uvicorn"),
-                "do_nothing:bare",
-                "--app-dir",
-                str(workdir),
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            f"http://127.0.0.1:{port}/",
-            f"http://127.0.0.1:{port}/invocations",
-        )
-    )
 
     results: list[Result] = []
     for name, command, ready, url in contenders:
