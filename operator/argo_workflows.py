@@ -54,6 +54,11 @@ class ArgoWorkflows:
         phase = _PHASES.get(status.get("phase") or "Pending", "Failed")
         return WorkflowObservation(phase, task_outputs(status), status.get("message") or "")  # type: ignore[arg-type]
 
+    def delete_all(self) -> None:
+        self.objects.delete_collection_namespaced_custom_object(
+            GROUP, VERSION, self.owner.namespace, PLURAL, label_selector=self.owner.label_selector()
+        )
+
 
 def task_outputs(status: dict[str, Any]) -> dict[str, str]:
     """Output parameters of the DAG's finished tasks, as "<task>.<parameter>" (what the engine reads)."""

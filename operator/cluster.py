@@ -40,6 +40,10 @@ class PromotionRef:
     def labels(self) -> dict[str, str]:
         return {PROMOTION_LABEL: self.name}
 
+    def label_selector(self) -> str:
+        """Selects everything this promotion created (`kubectl get -l` takes the same string)."""
+        return ",".join(f"{key}={value}" for key, value in self.labels().items())
+
     def stamp(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """The manifest, in this promotion's namespace, labelled with it and owned by it."""
         metadata = manifest.setdefault("metadata", {})

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
 
 from promoter.crd import GROUP, PLURAL, VERSION
-from promoter.operator import argo_workflows, metrics
+from promoter.operator import metrics
 from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
 from promoter.operator.argo_workflows import ArgoWorkflows
 from promoter.operator.cluster import OperatorSettings, PromotionRef, not_found
@@ -43,6 +43,9 @@ class ClusterPlatform:
     settings: OperatorSettings
     registry: MlflowRegistry
 
+    def workflows(self, ref: PromotionRef) -> ArgoWorkflows:
+        return ArgoWorkflows(self.api, ref, self.settings.workflows)
+
     def rollouts(self, namespace: str) -> ArgoRollouts:
         return ArgoRollouts(self.api, namespace, HttpServiceProbe(self.api, self.settings.service_url))
 
@@ -57,7 +60,7 @@ class ClusterPlatform:
 
     def backends(self, ref: PromotionRef) -> Backends:
         return Backends(
-            workflows=ArgoWorkflows(self.api, ref, self.settings.workflows),
+            workflows=self.workflows(ref),
             registry=self.registry,
             rollouts=self.rollouts(ref.namespace),
             load_tests=self.load_tests(ref),
@@ -117,15 +120,7 @@ def clean_up(platform: ClusterPlatform, ref: PromotionRef, resource: dict[str, A
         except ApiException as exc:
             if not not_found(exc):  # the Rollout is gone already: nothing to abort
                 raise
-    selector = ",".join(f"{k}={v}" for k, v in ref.labels().items())
-    objects: Any = client.CustomObjectsApi(platform.api)
-    objects.delete_collection_namespaced_custom_object(
-        argo_workflows.GROUP,
-        argo_workflows.VERSION,
-        ref.namespace,
-        argo_workflows.PLURAL,
-        label_selector=selector,
-    )
+    platform.workflows(ref).delete_all()
     platform.load_tests(ref).delete_all()
 
 

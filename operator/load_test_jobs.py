@@ -126,6 +126,6 @@ class JobLoadTests:
     def delete_all(self) -> None:
         self.batch.delete_collection_namespaced_job(
             self.owner.namespace,
-            label_selector=",".join(f"{k}={v}" for k, v in self.owner.labels().items()),
+            label_selector=self.owner.label_selector(),
             propagation_policy="Background",
         )
