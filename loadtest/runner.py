@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from promoter.processes import bound_to_parent
-from promoter.spec import LoadTest
-from promoter.status import LoadTestResult
+from promoter.promotion.spec import LoadTest
+from promoter.promotion.status import LoadTestResult
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ENDPOINT = "/predict"

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from kubernetes import client
 
-from promoter.operator.engine import PreviewObservation
+from promoter.promotion.engine import PreviewObservation
 from promoter.serving.client import served_version
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"

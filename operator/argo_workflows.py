@@ -12,9 +12,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from promoter.operator.cluster import PromotionRef, already_exists, not_found
-from promoter.operator.engine import WorkflowObservation
 from promoter.pipelines.workflow import ClusterSettings, build_workflow
-from promoter.spec import ModelPromotion
+from promoter.promotion.engine import WorkflowObservation
+from promoter.promotion.spec import ModelPromotion
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
 _PHASES = {"Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from promoter.crd import GROUP, VERSION
 from promoter.pipelines.workflow import PROMOTION_LABEL, ClusterSettings
-from promoter.spec import KIND
+from promoter.promotion.spec import KIND
 
 # How the operator reaches a Service. In the cluster: its DNS name. From outside (a laptop, a test
 # bed without pod networking), point it at a proxy, e.g. `kubectl proxy`'s service proxy path.

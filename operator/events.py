@@ -13,8 +13,8 @@ from kubernetes.client.exceptions import ApiException
 
 from promoter.crd import GROUP, VERSION
 from promoter.operator.cluster import PromotionRef, already_exists
-from promoter.spec import KIND
-from promoter.status import Transition
+from promoter.promotion.spec import KIND
+from promoter.promotion.status import Transition
 
 # Phases a user should look at: `kubectl get events --field-selector type=Warning`.
 WARNING_PHASES = {"Rejected", "Failed"}

@@ -22,14 +22,14 @@ from promoter.operator import metrics
 from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
 from promoter.operator.argo_workflows import ArgoWorkflows
 from promoter.operator.cluster import OperatorSettings, PromotionRef, not_found
-from promoter.operator.driver import Backends, reconcile
-from promoter.operator.engine import refuse_spec
 from promoter.operator.events import EventRecorder
 from promoter.operator.load_test_jobs import JobLoadTests
 from promoter.operator.promotion_resource import PromotionResource, promotion_of, status_of
-from promoter.operator.registry import MlflowRegistry
-from promoter.spec import SpecError
-from promoter.status import Transition, utc_now
+from promoter.promotion.driver import Backends, reconcile
+from promoter.promotion.engine import refuse_spec
+from promoter.promotion.spec import SpecError
+from promoter.promotion.status import Transition, utc_now
+from promoter.registry import MlflowRegistry
 
 ACTOR = "promoter-operator"
 # A promotion being deleted in these phases has a candidate on its Rollout's preview side.

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from promoter.operator.argo_rollouts import ArgoRollouts
 from promoter.operator.cluster import PromotionRef, already_exists, not_found
-from promoter.operator.engine import LoadTestObservation
-from promoter.spec import LoadTest
-from promoter.status import LoadTestResult
+from promoter.promotion.engine import LoadTestObservation
+from promoter.promotion.spec import LoadTest
+from promoter.promotion.status import LoadTestResult
 
 CONTAINER = "locust"
 # Time for the image to start and Locust to ramp up and stop, beyond the profile's duration.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from promoter.status import TERMINAL_PHASES, Transition
+from promoter.promotion.status import TERMINAL_PHASES, Transition
 
 TRANSITIONS = Counter(
     "promoter_promotion_transitions",

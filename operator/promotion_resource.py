@@ -14,8 +14,8 @@ from kubernetes import client
 
 from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator.cluster import PromotionRef
-from promoter.spec import ModelPromotion, parse_promotion
-from promoter.status import PromotionStatus
+from promoter.promotion.spec import ModelPromotion, parse_promotion
+from promoter.promotion.status import PromotionStatus
 
 APPROVED_BY_ANNOTATION = "mlops.promoter.dev/approved-by"
 ROLLBACK_ANNOTATION = "mlops.promoter.dev/rollback-requested-by"

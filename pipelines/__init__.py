@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from promoter.pipelines.contract import Pipeline
-from promoter.spec import SpecError
+from promoter.promotion.spec import SpecError
 
 
 def catalogue() -> dict[str, type[Pipeline]]:

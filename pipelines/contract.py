@@ -19,7 +19,7 @@ from torch import nn
 from promoter.pipelines.data import DataSource
 from promoter.pipelines.metrics import ClassificationReport
 from promoter.pipelines.training import TrainConfig
-from promoter.spec import SpecError
+from promoter.promotion.spec import SpecError
 
 PARAMS_FIELD = "spec.source.train.params"
 

@@ -6,11 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from promoter.operator.gates import GATE_REPORT_ARTIFACT, GateReport, ModelEvidence, evaluate_gates
 from promoter.pipelines import get_pipeline
 from promoter.pipelines.contract import Pipeline
 from promoter.pipelines.data import Dataset, SplitName, load_verified
@@ -20,12 +17,19 @@ from promoter.pipelines.metrics import (
     confusion_matrix_figure,
     pr_curves_figure,
 )
-from promoter.pipelines.packaging import MODEL_NAME, load_bundle
+from promoter.pipelines.packaging import load_bundle
 from promoter.pipelines.tracking import configure_tracking
-from promoter.pipelines.train import DATA_VERSION_TAG, PIPELINE_TAG
-from promoter.spec import ModelPromotion
+from promoter.promotion.gates import GateReport, ModelEvidence, evaluate_gates
+from promoter.promotion.names import (
+    DATA_VERSION_TAG,
+    GATE_REPORT_ARTIFACT,
+    MODEL_ARTIFACT,
+    PIPELINE_TAG,
+    run_artifact_uri,
+)
+from promoter.promotion.spec import ModelPromotion
+from promoter.registry import current_champion
 
-CHAMPION_ALIAS = "champion"
 HELD_OUT_SPLIT: SplitName = "test"
 
 
@@ -38,15 +42,6 @@ class Evaluation:
     report: GateReport
     candidate: ClassificationReport
     champion: ClassificationReport | None
-
-
-def current_champion(client: MlflowClient, model: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(model, CHAMPION_ALIAS)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
 
 
 def _score(model_uri: str, dataset: Dataset) -> ClassificationReport:
@@ -77,7 +72,7 @@ def evaluate_candidate(
     pipeline = get_pipeline(source.pipeline)
     dataset = load_verified(pipeline.data_source(), source.data.version, source.data.sha256)
 
-    candidate = _score(f"runs:/{run_id}/{MODEL_NAME}", dataset)
+    candidate = _score(run_artifact_uri(run_id, MODEL_ARTIFACT), dataset)
     champion_version = current_champion(client, promotion.spec.model)
     champion = None
     champion_evidence = None

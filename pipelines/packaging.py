@@ -26,8 +26,8 @@ from mlflow.types import Schema, TensorSpec
 from torch import nn
 
 from promoter.pipelines.training import Standardize
+from promoter.promotion.names import MODEL_ARTIFACT
 
-MODEL_NAME = "model"  # so that runs:/RUN/model resolves
 _MANIFEST = "promoter-model.json"
 # MLflow would validate inputs from predict()'s type hints; ours are validated by the explicit
 # tensor signature and by ModelBundle.validate, so its advice about `list[...]` hints is noise.
@@ -177,7 +177,7 @@ def log_pipeline_model(
         torch.save(cpu_state, weights)
         manifest_path.write_text(manifest.to_json())
         info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
+            name=MODEL_ARTIFACT,
             python_model=PipelineModel(),
             artifacts={"manifest": str(manifest_path), "weights": str(weights)},
             signature=signature_for(manifest.input_shape, len(manifest.class_names)),

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from hera.workflows import Parameter
 
-from promoter.spec import ModelPromotion, parse_promotion
+from promoter.promotion.spec import ModelPromotion, parse_promotion
 
 WORKDIR_ENV = "PROMOTER_WORKDIR"
 log = logging.getLogger("promoter.steps")

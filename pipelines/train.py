@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from promoter.lineage import code_revision, config_sha256
 from promoter.pipelines import get_pipeline
 from promoter.pipelines.data import load_verified
-from promoter.pipelines.packaging import MODEL_NAME, ModelManifest, log_pipeline_model
+from promoter.pipelines.packaging import ModelManifest, log_pipeline_model
 from promoter.pipelines.tracking import configure_tracking, experiment_id
 from promoter.pipelines.training import (
     EpochMetrics,
@@ -24,16 +24,22 @@ from promoter.pipelines.training import (
     pick_device,
     train_classifier,
 )
+from promoter.promotion.names import (
+    CONFIG_SHA_TAG,
+    DATA_SHA_TAG,
+    DATA_VERSION_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    MODEL_ARTIFACT,
+    PIPELINE_TAG,
+    PROMOTION_TAG,
+    run_artifact_uri,
+)
+from promoter.promotion.spec import ModelPromotion
 from promoter.redaction import flatten, redact_flat
-from promoter.spec import ModelPromotion
 
 # The package's own checkout: lineage is about the code that trains, not the caller's directory.
 CODE_DIR = Path(__file__).resolve().parent
-
-PROMOTION_TAG = "promoter.promotion"
-PIPELINE_TAG = "promoter.pipeline"
-DATA_VERSION_TAG = "data.version"
-DATA_SHA_TAG = "data.sha256"
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,12 @@ def train_candidate(
         "resources": source.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
     }
     tags = {
-        "git.commit": revision.commit,
-        "git.dirty": str(revision.dirty).lower(),
+        GIT_COMMIT_TAG: revision.commit,
+        GIT_DIRTY_TAG: str(revision.dirty).lower(),
         "mlflow.source.git.commit": revision.commit,
         DATA_VERSION_TAG: dataset.version,
         DATA_SHA_TAG: dataset.sha256,
-        "config.sha256": config_sha256(resolved),
+        CONFIG_SHA_TAG: config_sha256(resolved),
         "device": describe_device(device),
         "torch.version": torch.__version__,
         "cuda.version": torch.version.cuda or "none",
@@ -94,9 +100,11 @@ def train_candidate(
     client = configure_tracking(workdir)
     experiment = experiment_id(client, promotion.spec.model, workdir)
     if reuse_finished:
-        finished = _finished_run(client, experiment, promotion.metadata.name, tags["config.sha256"])
+        finished = _finished_run(client, experiment, promotion.metadata.name, tags[CONFIG_SHA_TAG])
         if finished is not None:
-            return TrainedCandidate(run_id=finished, model_uri=f"runs:/{finished}/{MODEL_NAME}", result=None)
+            return TrainedCandidate(
+                run_id=finished, model_uri=run_artifact_uri(finished, MODEL_ARTIFACT), result=None
+            )
 
     def record_epoch(metrics: EpochMetrics) -> None:
         mlflow.log_metrics(metrics.as_mlflow(), step=metrics.epoch)
@@ -130,7 +138,7 @@ def _finished_run(client: MlflowClient, experiment: str, promotion: str, config_
     (their process is gone: steps die with their driver), so the store shows what really happened."""
     runs = client.search_runs(
         [experiment],
-        filter_string=f"tags.`{PROMOTION_TAG}` = '{promotion}' and tags.`config.sha256` = '{config_hash}'",
+        filter_string=f"tags.`{PROMOTION_TAG}` = '{promotion}' and tags.`{CONFIG_SHA_TAG}` = '{config_hash}'",
         order_by=["attributes.start_time ASC"],
     )
     for run in runs:

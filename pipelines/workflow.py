@@ -16,9 +16,9 @@ from hera.workflows.models import Toleration as ArgoToleration
 from hera.workflows.script import RunnerScriptConstructor
 
 from promoter import __version__
-from promoter.operator.engine import workflow_name
 from promoter.pipelines import steps
-from promoter.spec import ModelPromotion
+from promoter.promotion.engine import workflow_name
+from promoter.promotion.spec import ModelPromotion
 
 PROMOTION_LABEL = "mlops.promoter.dev/promotion"
 MODEL_LABEL = "mlops.promoter.dev/model"

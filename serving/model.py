@@ -20,10 +20,10 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from promoter.pipelines.packaging import ModelBundle, load_bundle
+from promoter.promotion.names import LINEAGE_TAGS
 
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 _RUN = re.compile(r"^runs:/(?P<run_id>[0-9a-f]{32})/(?P<path>.+)$")
-LINEAGE_TAGS = ("git.commit", "git.dirty", "data.version", "data.sha256", "config.sha256")
 
 
 class ModelResolutionError(RuntimeError):

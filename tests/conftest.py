@@ -112,7 +112,7 @@ def register_digits_champion(workdir: Path) -> Path:
 
     from promoter.pipelines.tracking import configure_tracking
     from promoter.pipelines.train import train_candidate
-    from promoter.spec import load_promotion
+    from promoter.promotion.spec import load_promotion
 
     # session fixtures run before the per-test environment cleanup above
     with pytest.MonkeyPatch.context() as monkeypatch:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from promoter.crd import GROUP, PLURAL, VERSION, render
-from promoter.spec import SpecError, parse_promotion
+from promoter.promotion.spec import SpecError, parse_promotion
 
 from .conftest import EXAMPLES
 from .kube import CRD_FILE, testbed

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from promoter.operator.engine import (
+from promoter.promotion.engine import (
     DECISION_OUTPUT,
     PREVIEW_DEADLINE,
     RUN_ID_OUTPUT,
@@ -24,9 +24,9 @@ from promoter.operator.engine import (
     WorkflowObservation,
     decide,
 )
-from promoter.operator.gates import GateResult
-from promoter.spec import ModelPromotion, parse_promotion
-from promoter.status import GateSummary, LoadTestResult, Phase, PromotionStatus, Transition
+from promoter.promotion.gates import GateResult
+from promoter.promotion.spec import ModelPromotion, parse_promotion
+from promoter.promotion.status import GateSummary, LoadTestResult, Phase, PromotionStatus, Transition
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from promoter.operator.gates import GateReport, ModelEvidence, evaluate_gates
-from promoter.spec import Gates
+from promoter.promotion.gates import GateReport, ModelEvidence, evaluate_gates
+from promoter.promotion.spec import Gates
 
 CLASSES = ("cat", "dog")
 

@@ -22,11 +22,11 @@ import yaml
 
 from promoter.local.rollout import LocalRollouts, RolloutState
 from promoter.local.store import promotions_dir
-from promoter.operator.registry import MlflowRegistry
 from promoter.pipelines.tracking import configure_tracking, tracking_uri
-from promoter.pipelines.train import PROMOTION_TAG
+from promoter.promotion.names import PROMOTION_TAG
+from promoter.promotion.status import PromotionStatus, load_status
+from promoter.registry import MlflowRegistry
 from promoter.serving.client import served_version
-from promoter.status import PromotionStatus, load_status
 
 from .conftest import PROMOTER, run_cli
 

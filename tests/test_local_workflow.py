@@ -8,7 +8,7 @@ import pytest
 
 from promoter.pipelines.local_executor import StepFailed, run_workflow
 from promoter.pipelines.workflow import ClusterSettings, build_workflow
-from promoter.spec import ModelPromotion, parse_promotion
+from promoter.promotion.spec import ModelPromotion, parse_promotion
 
 pytestmark = pytest.mark.slow
 

@@ -347,7 +347,7 @@ def test_a_crashed_load_test_is_a_failure_never_a_pass(cluster: Cluster) -> None
 def test_the_operator_killed_in_every_phase_finishes_without_duplicates(cluster: Cluster) -> None:
     from kubernetes import client
 
-    from promoter.operator.registry import MlflowRegistry
+    from promoter.registry import MlflowRegistry
 
     registry = MlflowRegistry(_mlflow(cluster), "test")
 

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from promoter.operator.argo_workflows import task_outputs
 from promoter.operator.cluster import PromotionRef
-from promoter.operator.engine import refuse_spec
 from promoter.operator.events import event_manifest
 from promoter.operator.json_logs import JsonFormatter
 from promoter.operator.promotion_resource import APPROVED_BY_ANNOTATION, ROLLBACK_ANNOTATION, status_of
+from promoter.promotion.engine import refuse_spec
+from promoter.promotion.status import PromotionStatus, Transition
 from promoter.redaction import RedactingFilter, register_secret_value
-from promoter.status import PromotionStatus, Transition
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

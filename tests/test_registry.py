@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from promoter.operator.registry import MlflowRegistry
 from promoter.pipelines.tracking import configure_tracking
-from promoter.status import utc_now
+from promoter.promotion.status import utc_now
+from promoter.registry import MlflowRegistry
 
 MODEL = "digits-registry-test"
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from promoter.pipelines import get_pipeline
-from promoter.spec import ModelPromotion, SpecError, load_promotion, parse_promotion
+from promoter.promotion.spec import ModelPromotion, SpecError, load_promotion, parse_promotion
 
 from .conftest import EXAMPLES
 

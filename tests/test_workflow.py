@@ -10,7 +10,7 @@ import yaml
 
 from promoter.pipelines.local_executor import WorkflowError, run_workflow
 from promoter.pipelines.workflow import ClusterSettings, build_workflow
-from promoter.spec import load_promotion, parse_promotion
+from promoter.promotion.spec import load_promotion, parse_promotion
 
 from .conftest import EXAMPLES, run_cli
 

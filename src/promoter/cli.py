@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from promoter import __version__
-from promoter.spec import ModelPromotion, SpecError, load_promotion
+from promoter.promotion.spec import ModelPromotion, SpecError, load_promotion
 
 if TYPE_CHECKING:
     from promoter.local.rollout import Process
-    from promoter.operator.gates import GateReport
-    from promoter.status import PromotionStatus
+    from promoter.promotion.gates import GateReport
+    from promoter.promotion.status import PromotionStatus
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -351,8 +351,8 @@ def _drive(
     from promoter.local.platform import local_actor, local_platform
     from promoter.local.rollout import RolloutError
     from promoter.local.store import PromotionBusy, claim
-    from promoter.operator.driver import drive
-    from promoter.status import Transition
+    from promoter.promotion.driver import drive
+    from promoter.promotion.status import Transition
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # our own lines say what happens
     platform = local_platform(workdir, tuple(shlex.split(serve_args)))
@@ -711,7 +711,7 @@ def load_test(
     from pydantic import ValidationError
 
     from promoter.loadtest.runner import LoadTestError, run_locust
-    from promoter.spec import LoadTest
+    from promoter.promotion.spec import LoadTest
 
     try:
         load = LoadTest.model_validate(json.loads(profile))

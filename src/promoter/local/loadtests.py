@@ -7,9 +7,9 @@ from pathlib import Path
 
 from promoter.loadtest.runner import LoadTestError, run_locust
 from promoter.local.rollout import LocalRollouts
-from promoter.operator.engine import LoadTestObservation
-from promoter.spec import LoadTest
-from promoter.status import LoadTestResult
+from promoter.promotion.engine import LoadTestObservation
+from promoter.promotion.spec import LoadTest
+from promoter.promotion.status import LoadTestResult
 
 _RESULT_FILE = "result.json"
 

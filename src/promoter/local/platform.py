@@ -10,9 +10,9 @@ from pathlib import Path
 from promoter.local.loadtests import LocalLoadTests
 from promoter.local.rollout import LocalRollouts
 from promoter.local.workflows import LocalWorkflows
-from promoter.operator.driver import Backends
-from promoter.operator.registry import MlflowRegistry
 from promoter.pipelines.tracking import configure_tracking
+from promoter.promotion.driver import Backends
+from promoter.registry import MlflowRegistry
 
 
 def local_actor() -> str:

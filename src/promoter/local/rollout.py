@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from promoter.local.store import replace_file
-from promoter.operator.engine import PreviewObservation
 from promoter.pipelines.tracking import TRACKING_ENV
+from promoter.promotion.engine import PreviewObservation
 from promoter.serving.client import get_json, served_version
 
 SERVER_START_SECONDS = 180.0

@@ -17,8 +17,8 @@ from typing import IO
 
 import yaml
 
-from promoter.spec import ModelPromotion, SpecError, load_promotion
-from promoter.status import PromotionStatus, Transition, load_status
+from promoter.promotion.spec import ModelPromotion, SpecError, load_promotion
+from promoter.promotion.status import PromotionStatus, Transition, load_status
 
 SPEC_FILE = "promotion.yaml"
 STATUS_FILE = "status.json"

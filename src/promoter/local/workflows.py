@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promoter.operator.engine import WorkflowObservation
 from promoter.pipelines.local_executor import WorkflowError, recorded_results, run_workflow
 from promoter.pipelines.steps import WORKDIR_ENV
 from promoter.pipelines.tracking import TRACKING_ENV
 from promoter.pipelines.workflow import build_workflow
-from promoter.spec import ModelPromotion
+from promoter.promotion.engine import WorkflowObservation
+from promoter.promotion.spec import ModelPromotion
 
 _FAILURE_FILE = "failed.json"
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from promoter.operator.gates import GateResult
+from promoter.promotion.gates import GateResult
 
 Phase = Literal[
     "Pending",

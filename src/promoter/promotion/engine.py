@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from enum import StrEnum
+from typing import Literal, TypeVar
 
-from promoter.operator.gates import GateResult, evaluate_load_gates
-from promoter.spec import ModelPromotion
-from promoter.status import (
+from promoter.promotion.gates import GateResult, evaluate_load_gates
+from promoter.promotion.spec import ModelPromotion
+from promoter.promotion.status import (
     TERMINAL_PHASES,
     Condition,
     GateSummary,
@@ -33,6 +34,7 @@ from promoter.status import (
 RUN_ID_OUTPUT = "train.run-id"
 DECISION_OUTPUT = "evaluate.decision"
 PREVIEW_DEADLINE = timedelta(minutes=10)
+_T = TypeVar("_T")
 
 
 # --- what the driver observed ------------------------------------------------------------------
@@ -60,8 +62,23 @@ class LoadTestObservation:
     error: str = ""  # the load test crashed or measured nothing
 
 
+class Need(StrEnum):
+    """One thing the driver can observe. Observing costs I/O, so a driver observes only what the
+    phase at hand reads (`needs`), and the engine refuses to read what it did not declare."""
+
+    WORKFLOW = "workflow"
+    GATES = "gates"
+    REGISTERED_VERSION = "registered_version"
+    CHAMPION = "champion"
+    ACTIVE = "active"
+    PREVIEW = "preview"
+    LOAD_TEST = "load_test"
+
+
 @dataclass(frozen=True)
 class Observation:
+    """What the driver saw; a field it was not asked to observe stays None."""
+
     workflow: WorkflowObservation | None = None
     gates: GateSummary | None = None
     registered_version: str | None = None  # the candidate's registry version, once registered
@@ -124,6 +141,49 @@ def workflow_name(promotion: ModelPromotion) -> str:
     return f"{promotion.metadata.name}-train"[:63].rstrip("-.")
 
 
+# What each phase's handler reads itself, and the phases it may fall through to in the same round
+# (a passing gate report goes on to register, deploy or promote without waiting for another round).
+_READS: dict[Phase, frozenset[Need]] = {
+    "Pending": frozenset({Need.REGISTERED_VERSION}),
+    "Training": frozenset({Need.WORKFLOW}),
+    "Evaluating": frozenset({Need.WORKFLOW}),
+    "Gating": frozenset({Need.GATES, Need.REGISTERED_VERSION}),
+    "Deploying": frozenset({Need.PREVIEW}),
+    "LoadTesting": frozenset({Need.LOAD_TEST}),
+    "AwaitingApproval": frozenset(),
+    "Promoting": frozenset({Need.CHAMPION, Need.ACTIVE}),
+    "Promoted": frozenset({Need.CHAMPION, Need.ACTIVE}),
+    "Rejected": frozenset(),
+    "Failed": frozenset(),
+    "RolledBack": frozenset(),
+}
+_FALLS_THROUGH: dict[Phase, tuple[Phase, ...]] = {
+    "Pending": ("Training", "Deploying", "Promoting"),
+    "Evaluating": ("Gating",),
+    "Gating": ("Deploying", "Promoting"),
+    "LoadTesting": ("AwaitingApproval", "Promoting"),
+    "AwaitingApproval": ("Promoting",),
+}
+# Entering Training or Deploying asks for work and returns: what those phases read waits for the
+# next round. Only phases whose handler runs in the same round contribute their reads.
+_RUNS_ON_ENTRY: frozenset[Phase] = frozenset({"Gating", "Promoting"})
+
+
+def needs(promotion: ModelPromotion, phase: Phase) -> frozenset[Need]:
+    """What the driver must observe for one round in `phase`: the phase's own reads and those of
+    every phase it may fall through to. `decide` checks every read against this set."""
+    wanted = set(_READS[phase])
+    pending = list(_FALLS_THROUGH.get(phase, ()))
+    while pending:
+        following = pending.pop()
+        if following in _RUNS_ON_ENTRY:
+            wanted |= _READS[following]
+            pending.extend(_FALLS_THROUGH.get(following, ()))
+    if promotion.spec.rollout is None:
+        wanted -= {Need.ACTIVE, Need.PREVIEW, Need.LOAD_TEST}
+    return frozenset(wanted)
+
+
 def decide(promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime) -> Decision:
     """The next status and the actions that move the promotion forward; no actions means "wait"."""
     machine = _Machine(promotion, status.model_copy(deep=True), seen, now)
@@ -167,8 +227,44 @@ class _Machine:
         self.promotion = promotion
         self.spec = promotion.spec
         self.status = status
-        self.seen = seen
+        self._seen = seen
+        self._allowed = needs(promotion, status.phase)
         self.now = now
+
+    def _read(self, need: Need, value: _T) -> _T:
+        """An observation, read only where `needs` declared it: a driver that trusts `needs`
+        never hands the engine a blank it would mistake for "nothing there"."""
+        if need not in self._allowed:
+            raise AssertionError(f"phase {self.status.phase} read {need}, which `needs` does not declare")
+        return value
+
+    @property
+    def _workflow(self) -> WorkflowObservation | None:
+        return self._read(Need.WORKFLOW, self._seen.workflow)
+
+    @property
+    def _gates(self) -> GateSummary | None:
+        return self._read(Need.GATES, self._seen.gates)
+
+    @property
+    def _registered(self) -> str | None:
+        return self._read(Need.REGISTERED_VERSION, self._seen.registered_version)
+
+    @property
+    def _champion(self) -> str | None:
+        return self._read(Need.CHAMPION, self._seen.champion)
+
+    @property
+    def _active(self) -> str | None:
+        return self._read(Need.ACTIVE, self._seen.active)
+
+    @property
+    def _preview(self) -> PreviewObservation | None:
+        return self._read(Need.PREVIEW, self._seen.preview)
+
+    @property
+    def _load_test(self) -> LoadTestObservation | None:
+        return self._read(Need.LOAD_TEST, self._seen.load_test)
 
     def run(self) -> Decision:
         handler = getattr(self, f"_{self.status.phase.lower()}")
@@ -197,7 +293,7 @@ class _Machine:
             self._enter("Training", "WorkflowSubmitted", f"workflow {self.status.workflow}")
             return (RunWorkflow(self.status.workflow),)
         version = source.model_version
-        if self.seen.registered_version != version:
+        if self._registered != version:
             return self._fail("UnknownModelVersion", f"{self.spec.model} has no registered version {version}")
         self.status.model_version = version
         return self._deploy_or_promote("ExistingVersion", f"promoting registered version {version}")
@@ -209,7 +305,7 @@ class _Machine:
         return self._follow_workflow(DECISION_OUTPUT, "Gating", "Evaluated")
 
     def _follow_workflow(self, output: str, next_phase: Phase, reason: str) -> tuple[Action, ...]:
-        workflow = self.seen.workflow
+        workflow = self._workflow
         name = self.status.workflow or workflow_name(self.promotion)
         if workflow is not None and workflow.phase == "Failed":
             return self._fail("WorkflowFailed", workflow.message or f"workflow {name} failed")
@@ -223,16 +319,16 @@ class _Machine:
         return self._gating() if next_phase == "Gating" else (RunWorkflow(name),)
 
     def _gating(self) -> tuple[Action, ...]:
-        gates = self.seen.gates
+        gates = self._gates
         if gates is None:
             return self._fail("NoGateReport", f"run {self.status.run_id} has no gate report")
         self.status.gates = gates
         if not gates.passed:
             return self._reject("GatesFailed", _describe(gates.failures))
-        if self.seen.registered_version is None:
+        if self._registered is None:
             assert self.status.run_id is not None  # set when leaving Training
             return (RegisterModel(self.status.run_id),)
-        self.status.model_version = self.seen.registered_version
+        self.status.model_version = self._registered
         return self._deploy_or_promote("GatesPassed", f"registered as version {self.status.model_version}")
 
     def _deploy_or_promote(self, reason: str, message: str) -> tuple[Action, ...]:
@@ -244,7 +340,7 @@ class _Machine:
 
     def _deploying(self) -> tuple[Action, ...]:
         version = self._candidate()
-        preview = self.seen.preview
+        preview = self._preview
         if preview is not None and preview.failure:
             return self._fail("PreviewFailed", preview.failure, AbortPreview("preview failed"))
         # A preview that answers with another version (old pods behind the preview address) is not ready.
@@ -264,7 +360,7 @@ class _Machine:
     def _loadtesting(self) -> tuple[Action, ...]:
         version = self._candidate()
         assert self.spec.rollout is not None  # only rollouts get here
-        observed = self.seen.load_test
+        observed = self._load_test
         if observed is None:
             return (RunLoadTest(version),)
         if observed.result is None or observed.result.requests == 0:
@@ -292,8 +388,8 @@ class _Machine:
     def _start_promoting(self, reason: str, message: str) -> tuple[Action, ...]:
         version = self._candidate()
         # Recorded before the alias moves: after a crash, the old champion is still known.
-        if self.seen.champion != version:
-            self.status.previous_champion = self.seen.champion
+        if self._champion != version:
+            self.status.previous_champion = self._champion
         self._enter("Promoting", reason, message)
         return self._promoting()
 
@@ -332,7 +428,7 @@ class _Machine:
         return version
 
     def _serves(self, version: str) -> bool:
-        return self.seen.champion == version and (self.spec.rollout is None or self.seen.active == version)
+        return self._champion == version and (self.spec.rollout is None or self._active == version)
 
 
 def _describe(failures: list[GateResult], shown: int = 3) -> str:

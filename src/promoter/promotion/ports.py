@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from promoter.operator.engine import LoadTestObservation, PreviewObservation, WorkflowObservation
-from promoter.spec import LoadTest, ModelPromotion
-from promoter.status import GateSummary
+from promoter.promotion.engine import LoadTestObservation, PreviewObservation, WorkflowObservation
+from promoter.promotion.spec import LoadTest, ModelPromotion
+from promoter.promotion.status import GateSummary
 
 
 class Workflows(Protocol):

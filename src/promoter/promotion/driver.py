@@ -13,34 +13,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from promoter.operator.engine import (
+from promoter.promotion.engine import (
     AbortPreview,
     Action,
     Decision,
     DeployPreview,
+    Need,
     Observation,
     Promote,
     RegisterModel,
     RunLoadTest,
     RunWorkflow,
     decide,
+    needs,
 )
-from promoter.operator.ports import LoadTests, Registry, Rollouts, Workflows
-from promoter.spec import ModelPromotion
-from promoter.status import PromotionStatus, Transition, utc_now
-
-# Phases in which the engine may look at each observation (observing costs I/O: only what is needed).
-_WORKFLOW_PHASES = {"Training", "Evaluating"}
-_GATE_PHASES = {"Evaluating", "Gating"}
-_ACTIVE_PHASES = {
-    "Pending",
-    "Evaluating",
-    "Gating",
-    "LoadTesting",
-    "AwaitingApproval",
-    "Promoting",
-    "Promoted",
-}
+from promoter.promotion.ports import LoadTests, Registry, Rollouts, Workflows
+from promoter.promotion.spec import ModelPromotion
+from promoter.promotion.status import PromotionStatus, Transition, utc_now
 
 
 class StatusStore(Protocol):
@@ -62,31 +51,32 @@ def load_test_key(promotion: ModelPromotion, version: str) -> str:
 
 
 def observe(promotion: ModelPromotion, status: PromotionStatus, backends: Backends) -> Observation:
-    spec, phase = promotion.spec, status.phase
+    """Observe what the engine says this round needs, and nothing else (each observation is I/O)."""
+    spec, wanted = promotion.spec, needs(promotion, status.phase)
     rollout = spec.rollout.name if spec.rollout else None
     registry = backends.registry
 
     workflow = None
-    if phase in _WORKFLOW_PHASES and status.workflow:
+    if Need.WORKFLOW in wanted and status.workflow:
         workflow = backends.workflows.observe(promotion, status.workflow)
-    gates = registry.gate_summary(status.run_id) if phase in _GATE_PHASES and status.run_id else None
+    gates = registry.gate_summary(status.run_id) if Need.GATES in wanted and status.run_id else None
     registered = None
-    if spec.source.model_version is not None:
-        wanted = spec.source.model_version
-        registered = wanted if phase == "Pending" and registry.has_version(spec.model, wanted) else None
-    elif status.run_id and phase in _GATE_PHASES:
-        registered = registry.registered_version(spec.model, status.run_id)
-    preview = backends.rollouts.preview(rollout) if rollout and phase == "Deploying" else None
+    if Need.REGISTERED_VERSION in wanted:
+        if spec.source.model_version is not None:
+            wanted_version = spec.source.model_version
+            registered = wanted_version if registry.has_version(spec.model, wanted_version) else None
+        elif status.run_id:
+            registered = registry.registered_version(spec.model, status.run_id)
+    preview = backends.rollouts.preview(rollout) if rollout and Need.PREVIEW in wanted else None
     load_test = None
-    if phase == "LoadTesting" and status.model_version:
+    if Need.LOAD_TEST in wanted and status.model_version:
         load_test = backends.load_tests.observe(load_test_key(promotion, status.model_version))
-    active = backends.rollouts.active_version(rollout) if rollout and phase in _ACTIVE_PHASES else None
     return Observation(
         workflow=workflow,
         gates=gates,
         registered_version=registered,
-        champion=registry.champion(spec.model),
-        active=active,
+        champion=registry.champion(spec.model) if Need.CHAMPION in wanted else None,
+        active=backends.rollouts.active_version(rollout) if rollout and Need.ACTIVE in wanted else None,
         preview=preview,
         load_test=load_test,
     )

@@ -14,17 +14,31 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
-from promoter.operator.gates import GATE_REPORT_ARTIFACT, GateReport
-from promoter.pipelines.evaluate import CHAMPION_ALIAS, current_champion
-from promoter.status import GateSummary, utc_now
+from promoter.promotion.gates import GateReport
+from promoter.promotion.names import (
+    ALIAS_MOVE_TAG_PREFIX,
+    CHAMPION_ALIAS,
+    GATE_REPORT_ARTIFACT,
+    PREVIOUS_CHAMPION_ALIAS,
+    PROMOTED_TAG_PREFIX,
+    PROMOTION_TAG,
+    run_artifact_uri,
+)
+from promoter.promotion.status import GateSummary, utc_now
 
-PREVIOUS_CHAMPION_ALIAS = "previous-champion"
-MOVE_TAG_PREFIX = "promoter.alias-move."
-PROMOTION_TAG = "promoter.promotion"
+
+def current_champion(client: MlflowClient, model: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(model, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,7 @@ class MlflowRegistry:
 
     def gate_summary(self, run_id: str) -> GateSummary | None:
         try:
-            raw = mlflow.artifacts.load_text(f"runs:/{run_id}/{GATE_REPORT_ARTIFACT}")
+            raw = mlflow.artifacts.load_text(run_artifact_uri(run_id, GATE_REPORT_ARTIFACT))
             report = GateReport.model_validate_json(raw)
         except (MlflowException, OSError, ValidationError):
             return None
@@ -77,7 +91,7 @@ class MlflowRegistry:
             passed=report.passed,
             failures=report.blocking_failures,
             advisory_failures=[g for g in report.gates if not g.enforced and g.verdict == "fail"],
-            report_uri=f"runs:/{run_id}/{GATE_REPORT_ARTIFACT}",
+            report_uri=run_artifact_uri(run_id, GATE_REPORT_ARTIFACT),
         )
 
     def registered_version(self, model: str, run_id: str) -> str | None:
@@ -124,7 +138,7 @@ class MlflowRegistry:
             self._set_alias(model, PREVIOUS_CHAMPION_ALIAS, current, reason)
         record = {"by": self.actor, "at": utc_now().isoformat(), "why": reason}
         for key, value in record.items():
-            self.client.set_model_version_tag(model, version, f"promoter.promoted_{key}", value)
+            self.client.set_model_version_tag(model, version, f"{PROMOTED_TAG_PREFIX}{key}", value)
         self._set_alias(model, CHAMPION_ALIAS, version, reason)  # last: it marks the move as done
 
     def _set_alias(self, model: str, alias: str, version: str, reason: str) -> None:
@@ -145,13 +159,15 @@ class MlflowRegistry:
         if not recorded:
             move = AliasMove(alias, previous, version, self.actor, utc_now(), reason)
             self.client.set_registered_model_tag(
-                model, f"{MOVE_TAG_PREFIX}{len(history):06d}", move.to_json()
+                model, f"{ALIAS_MOVE_TAG_PREFIX}{len(history):06d}", move.to_json()
             )
         self.client.set_registered_model_alias(model, alias, version)
 
     def alias_history(self, model: str) -> list[AliasMove]:
         tags = self.client.get_registered_model(model).tags
-        return [AliasMove.from_json(tags[key]) for key in sorted(tags) if key.startswith(MOVE_TAG_PREFIX)]
+        return [
+            AliasMove.from_json(tags[key]) for key in sorted(tags) if key.startswith(ALIAS_MOVE_TAG_PREFIX)
+        ]
 
     def champion_at(self, model: str, when: datetime) -> AliasMove | None:
         """The move that made the then-champion, or None if there was no champion at `when`."""

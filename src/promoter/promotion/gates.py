@@ -11,10 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from promoter.spec import Gates, LoadTest, RegressionGate
+from promoter.promotion.spec import Gates, LoadTest, RegressionGate
 
 Verdict = Literal["pass", "fail", "skipped"]
-GATE_REPORT_ARTIFACT = "gate_report.json"
 
 
 class GateResult(BaseModel):

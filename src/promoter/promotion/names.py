@@ -1,0 +1,37 @@
+"""Every name promoter shares with MLflow: aliases, tags and artifact paths, in one place.
+
+They are a contract with data already written: a training run tagged today is found by a resumed
+promotion tomorrow and read by `promoter history` next year. Rename one here and every reader and
+writer follows; never spell one out elsewhere.
+"""
+
+from __future__ import annotations
+
+# --- registered-model aliases (never stages: MLflow 3 deprecates them) -------------------------
+CHAMPION_ALIAS = "champion"
+PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+
+# --- registered-model tags: one per alias move, MLflow keeping no alias history ----------------
+ALIAS_MOVE_TAG_PREFIX = "promoter.alias-move."
+
+# --- model-version tags: who promoted the version, when and why --------------------------------
+PROMOTED_TAG_PREFIX = "promoter.promoted_"
+
+# --- run and model-version tags: which promotion made it, from what -----------------------------
+PROMOTION_TAG = "promoter.promotion"
+PIPELINE_TAG = "promoter.pipeline"
+DATA_VERSION_TAG = "data.version"
+DATA_SHA_TAG = "data.sha256"
+CONFIG_SHA_TAG = "config.sha256"
+GIT_COMMIT_TAG = "git.commit"
+GIT_DIRTY_TAG = "git.dirty"
+# What a server reports as the lineage of the model it serves.
+LINEAGE_TAGS = (GIT_COMMIT_TAG, GIT_DIRTY_TAG, DATA_VERSION_TAG, DATA_SHA_TAG, CONFIG_SHA_TAG)
+
+# --- artifact paths in a run ---------------------------------------------------------------------
+MODEL_ARTIFACT = "model"  # so that runs:/RUN/model resolves
+GATE_REPORT_ARTIFACT = "gate_report.json"
+
+
+def run_artifact_uri(run_id: str, artifact: str) -> str:
+    return f"runs:/{run_id}/{artifact}"
