@@ -1,0 +1,60 @@
+"""The `promoter` Typer application and what every command shares: exit codes, consoles, options.
+
+Exit codes, shared by every command that decides: 0 success or promoted, 3 rejected by a gate,
+1 failed (something broke), 2 bad input (invalid spec or arguments), 4 waiting for an approval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from promoter import __version__
+from promoter.promotion.spec import ModelPromotion, SpecError, load_promotion
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_REJECTED = 3
+EXIT_AWAITING = 4
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+out = Console()
+
+SpecArg = Annotated[Path, typer.Argument(help="A ModelPromotion YAML file.", show_default=False)]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where local state lives (MLflow SQLite store, artifacts, reports). "
+        "Default: $PROMOTER_WORKDIR or ./.promoter"
+    ),
+]
+
+
+def refuse(message: str) -> NoReturn:
+    """Bad input for a command: say why and exit 2, changing nothing."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def load_spec(path: Path) -> ModelPromotion:
+    try:
+        return load_promotion(path)
+    except SpecError as exc:
+        refuse(str(exc))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"promoter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    """Move ML models from training to production only when they have earned it."""

@@ -1,0 +1,141 @@
+"""Commands that run in or set up a cluster: the operator, the load-test Job, Vault's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promoter.cli.app import EXIT_FAILED, app, err, out, refuse
+
+PANEL = "Cluster"
+
+
+@app.command("vault-setup", rich_help_panel=PANEL)
+def vault_setup(
+    directory: Annotated[Path, typer.Option(help="Policies and roles to apply.")] = Path("manifests/vault"),
+    kubernetes_host: Annotated[
+        str | None, typer.Option(help="API server URL for the Kubernetes auth method (in-cluster logins).")
+    ] = None,
+    kubernetes_ca_file: Annotated[
+        Path | None, typer.Option(help="The API server's CA certificate (PEM).")
+    ] = None,
+    jwt_public_key_file: Annotated[
+        Path | None, typer.Option(help="Service-account token signing key (PEM), for the JWT auth method.")
+    ] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="The `iss` those tokens carry.")] = None,
+) -> None:
+    """Apply each component's Vault policy and auth roles (an admin step: VAULT_ADDR and VAULT_TOKEN)."""
+    import os
+
+    import hvac
+
+    from promoter.vault_setup import apply_layout, load_layout
+
+    if not os.environ.get("VAULT_ADDR") or not os.environ.get("VAULT_TOKEN"):
+        refuse("set VAULT_ADDR and an admin VAULT_TOKEN")
+    try:
+        layout = load_layout(directory)
+        ca = kubernetes_ca_file.read_text() if kubernetes_ca_file else None
+        public_key = jwt_public_key_file.read_text() if jwt_public_key_file else None
+    except (OSError, ValueError, KeyError) as exc:
+        refuse(f"{directory}: {exc}")
+    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+    role_ids = apply_layout(
+        client,
+        layout,
+        jwt_public_keys=[public_key] if public_key else None,
+        jwt_issuer=jwt_issuer,
+        kubernetes_host=kubernetes_host,
+        kubernetes_ca_pem=ca,
+    )
+    for component in layout.components:
+        out.print(
+            f"{component.name}: policy {component.policy_name} reads "
+            f"{layout.kv_mount}/{component.secret_path}; AppRole role id {role_ids[component.name]}",
+            highlight=False,
+        )
+
+
+@app.command(rich_help_panel=PANEL)
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch this namespace (repeatable). Default: all."),
+    ] = None,
+    peering: Annotated[
+        str, typer.Option(help="KopfPeering object shared by the replicas; '' runs standalone.")
+    ] = "promoter",
+    priority: Annotated[int, typer.Option(help="Peering priority: the highest alive replica acts.")] = 0,
+    peering_lifetime: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="PROMOTER_PEERING_LIFETIME",
+            help="Seconds a replica that stopped answering still counts as alive.",
+        ),
+    ] = 60,
+    liveness_port: Annotated[int, typer.Option(envvar="PROMOTER_LIVENESS_PORT")] = 8080,
+    metrics_port: Annotated[int, typer.Option(envvar="PROMOTER_METRICS_PORT")] = 9090,
+    host: Annotated[str, typer.Option(envvar="PROMOTER_OPERATOR_HOST")] = "0.0.0.0",
+) -> None:
+    """Run the Kubernetes operator: drive every ModelPromotion through Argo Workflows and Argo
+    Rollouts, with status, Events, JSON logs, /healthz and Prometheus metrics.
+
+    Cluster settings come from the environment: PROMOTER_IMAGE, MLFLOW_TRACKING_URI,
+    PROMOTER_PIPELINE_SERVICE_ACCOUNT, PROMOTER_LOADTEST_SERVICE_ACCOUNT, PROMOTER_SERVICE_URL,
+    PROMOTER_RECONCILE_SECONDS, and VAULT_ADDR/VAULT_ROLE/VAULT_SECRET_PATH.
+    """
+    from promoter.operator.run import OperatorOptions, run_operator
+
+    run_operator(
+        OperatorOptions(
+            namespaces=tuple(namespace or ()),
+            peering=peering or None,
+            priority=priority,
+            peering_lifetime=peering_lifetime,
+            liveness_port=liveness_port,
+            metrics_port=metrics_port,
+            host=host,
+        )
+    )
+
+
+@app.command("load-test", rich_help_panel=PANEL)
+def load_test(
+    host: Annotated[str, typer.Option(help="The address to load, e.g. http://digits-preview:8080")],
+    profile: Annotated[str, typer.Option(help="The rollout's loadTest, as JSON (spec.rollout.loadTest).")],
+    result_file: Annotated[Path, typer.Option(help="Where the result JSON goes.")] = Path(
+        "/dev/termination-log"
+    ),
+) -> None:
+    """Load-test one address with Locust and write what it measured: the cluster's load-test Job.
+
+    Exits 1 without writing a result when the test could not measure anything, so a crash is never
+    read as a pass.
+    """
+    import json
+    import tempfile
+
+    from pydantic import ValidationError
+
+    from promoter.loadtest.runner import LoadTestError, run_locust
+    from promoter.promotion.spec import LoadTest
+
+    try:
+        load = LoadTest.model_validate(json.loads(profile))
+    except (ValueError, ValidationError) as exc:
+        refuse(f"--profile: {exc}")
+    with tempfile.TemporaryDirectory(prefix="promoter-loadtest-") as scratch:
+        try:
+            result = run_locust(host, load, Path(scratch))
+        except LoadTestError as exc:
+            err.print(f"[red]load test failed:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    result_file.write_text(result.model_dump_json(by_alias=True))
+    out.print(
+        f"{result.requests} requests, {result.rps:.0f} rps, p95 {result.p95_ms:.1f} ms, "
+        f"errors {result.error_rate:.4f}",
+        highlight=False,
+    )

@@ -1,0 +1,170 @@
+"""Commands that work on one candidate: train, evaluate, render its Workflow, list the pipelines."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from promoter.cli.app import EXIT_REJECTED, SpecArg, WorkdirOpt, app, err, load_spec, out, refuse
+from promoter.promotion.spec import SpecError
+
+if TYPE_CHECKING:
+    from promoter.promotion.gates import GateReport
+
+PANEL = "One candidate"
+
+
+@app.command(rich_help_panel=PANEL)
+def train(spec: SpecArg, workdir: WorkdirOpt = None) -> None:
+    """Train and log one candidate run; prints its MLflow run id (alone on the last line of stdout)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from promoter.lineage import LineageError
+    from promoter.pipelines.data import DataError
+    from promoter.pipelines.tracking import resolve_workdir
+    from promoter.pipelines.train import train_candidate
+
+    promotion = load_spec(spec)
+    source = promotion.train
+    epochs = int(source.params.get("epochs", 0)) or None
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task(f"train {source.pipeline}@{source.data.version}", total=epochs, status="")
+        try:
+            candidate = train_candidate(
+                promotion,
+                resolve_workdir(workdir),
+                on_epoch=lambda m: progress.update(
+                    task, completed=m.epoch, status=f"loss {m.train_loss:.4f}  val/acc {m.val_accuracy:.4f}"
+                ),
+            )
+        except (SpecError, DataError, LineageError) as exc:
+            refuse(str(exc))
+    assert candidate.result is not None  # only resumed workflow steps reuse a finished run
+    last = candidate.result.history[-1]
+    err.print(
+        f"trained [bold]{candidate.model_uri}[/bold] on {candidate.result.device}: "
+        f"val/accuracy {last.val_accuracy:.4f}, {candidate.result.samples_per_second:,.0f} samples/s"
+    )
+    out.print(candidate.run_id, highlight=False)
+
+
+@app.command(rich_help_panel=PANEL)
+def evaluate(
+    spec: SpecArg,
+    run_id: Annotated[str, typer.Option("--run-id", help="The candidate's MLflow run id.")],
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the gate report JSON. Default: WORKDIR/gate-reports/RUN_ID.json"),
+    ] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Evaluate the candidate and the current @champion on the held-out split and apply the gates.
+
+    Exits 0 when every enforced gate passes, 3 when one fails.
+    """
+    from promoter.pipelines.data import DataError
+    from promoter.pipelines.evaluate import EvaluationError, evaluate_candidate
+    from promoter.pipelines.tracking import resolve_workdir
+
+    promotion = load_spec(spec)
+    root = resolve_workdir(workdir)
+    report_path = report or root / "gate-reports" / f"{run_id}.json"
+    with err.status(f"evaluating run {run_id} and the @champion of {promotion.spec.model}"):
+        try:
+            evaluation = evaluate_candidate(promotion, run_id, root, report_path)
+        except (SpecError, DataError, EvaluationError) as exc:
+            refuse(str(exc))
+    _print_gate_report(evaluation.report)
+    out.print(f"gate report: {report_path}", highlight=False)
+    if not evaluation.report.passed:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _print_gate_report(report: GateReport) -> None:
+    champion = f"v{report.champion.version}" if report.champion else "none"
+    table = Table(
+        title=f"gates for {report.model} (run {report.candidate.run_id[:12]}, champion {champion}, "
+        f"{report.samples} held-out samples)"
+    )
+    for column in ("gate", "actual", "threshold", "verdict", "enforced"):
+        table.add_column(column, justify="right" if column in ("actual", "threshold") else "left")
+    colours = {"pass": "green", "fail": "red", "skipped": "yellow"}
+    for gate in report.gates:
+        table.add_row(
+            gate.name,
+            "-" if gate.actual is None else f"{gate.actual:.4f}",
+            "-" if gate.threshold is None else f">= {gate.threshold:.4f}",
+            f"[{colours[gate.verdict]}]{gate.verdict}[/]",
+            "yes" if gate.enforced else "advisory",
+        )
+    out.print(table)
+    verdict = (
+        "[green]PASSED[/green]"
+        if report.passed
+        else ("[red]FAILED[/red]: " + ", ".join(g.name for g in report.blocking_failures))
+    )
+    out.print(f"decision: {verdict}")
+
+
+@app.command(rich_help_panel=PANEL)
+def render(
+    spec: SpecArg,
+    image: Annotated[str | None, typer.Option(help="Container image with promoter installed.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Namespace of the Workflow.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI as seen from the pods.")
+    ] = None,
+    vault_addr: Annotated[
+        str, typer.Option(help="Vault as seen from the pods.")
+    ] = "http://vault.vault.svc:8200",
+    vault_role: Annotated[
+        str, typer.Option(help="The steps' Vault role (manifests/vault).")
+    ] = "promoter-trainer",
+    vault_secret_path: Annotated[str, typer.Option(help="The steps' KV path.")] = "promoter/trainer",
+) -> None:
+    """Print the Argo Workflow (YAML) that trains and evaluates the candidate in a cluster.
+
+    Steps get a Vault address, role and path, never a secret: they log in with their service account.
+    """
+    from promoter.pipelines.workflow import ClusterSettings, build_workflow
+
+    promotion = load_spec(spec)
+    if promotion.spec.source.train is None:
+        refuse("spec.source.modelVersion promotes a registered version: nothing to train")
+    defaults = ClusterSettings()
+    vault = {"VAULT_ADDR": vault_addr, "VAULT_ROLE": vault_role, "VAULT_SECRET_PATH": vault_secret_path}
+    settings = ClusterSettings(
+        image=image or defaults.image,
+        namespace=namespace,
+        tracking_uri=tracking_uri or defaults.tracking_uri,
+        env=vault | {"VAULT_AUTH_METHOD": "kubernetes"},
+    )
+    sys.stdout.write(build_workflow(promotion, settings).to_yaml())
+
+
+@app.command(rich_help_panel=PANEL)
+def pipelines() -> None:
+    """List the pipelines a ModelPromotion can train, with their parameters and data versions."""
+    from promoter.pipelines import catalogue, get_pipeline
+
+    table = Table(title="pipelines")
+    for column in ("name", "data versions", "params (default)"):
+        table.add_column(column)
+    for name in sorted(catalogue()):
+        pipeline = get_pipeline(name)
+        params = ", ".join(
+            f"{key}={field.default}" for key, field in pipeline.config_type.model_fields.items()
+        )
+        table.add_row(name, ", ".join(pipeline.data_source().versions()), params)
+    out.print(table)
