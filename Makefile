@@ -13,6 +13,12 @@ export UV_PYTHON    ?= 3.11
 export UV_COMPILE_BYTECODE := 1
 VENV := .venv
 BIN  := $(VENV)/bin
+# Every dependency, installed and byte-compiled once per lock (about 100 s), kept under the cache; a
+# fresh checkout hard-links it into .venv in seconds and installs only promoter itself. Relocatable,
+# so its scripts run from any checkout; uv replaces files rather than editing them, so a checkout's
+# later `uv sync` never writes through the links into the cached copy.
+LOCK_KEY  := $(shell python3 -c "import hashlib; print(hashlib.sha256(open('uv.lock', 'rb').read()).hexdigest()[:16])")
+BASE_VENV := $(PROMOTER_CACHE)/venvs/py$(UV_PYTHON)-uv$(UV_VERSION)-$(LOCK_KEY)
 DEMO_WORKDIR ?= .promoter/demo
 
 .PHONY: help install testbed demo test lint typecheck unit clean
@@ -24,7 +30,17 @@ $(UV):
 	python3 -m venv $(PROMOTER_CACHE)/uv-$(UV_VERSION)
 	$(PROMOTER_CACHE)/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
 
-install: $(UV)  ## create .venv with the locked dependencies and `promoter` on its PATH
+$(BASE_VENV)/.complete: | $(UV)
+	rm -rf $(BASE_VENV) && mkdir -p $(dir $(BASE_VENV))
+	UV_PROJECT_ENVIRONMENT=$(BASE_VENV) $(UV) venv --quiet --relocatable $(BASE_VENV)
+	UV_PROJECT_ENVIRONMENT=$(BASE_VENV) $(UV) sync --frozen --no-install-project
+	@# environments of older locks: checkouts keep their own links to them
+	find $(dir $(BASE_VENV)) -mindepth 1 -maxdepth 1 ! -path $(BASE_VENV) -exec rm -rf {} +
+	touch $@
+
+install: $(BASE_VENV)/.complete  ## create .venv with the locked dependencies and `promoter` on its PATH
+	@# a copy of the cached environment, by hard links (another filesystem: uv installs instead)
+	@[ -d $(VENV) ] || cp -al $(BASE_VENV) $(VENV) 2>/dev/null || rm -rf $(VENV)
 	$(UV) sync --frozen
 	@# new modules must enter the editable link tree (cheap: only this project is rebuilt)
 	$(UV) sync --frozen --reinstall-package promoter --quiet
