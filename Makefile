@@ -69,8 +69,12 @@ typecheck: install  ## mypy (strict) over the installed `promoter` package and t
 testbed:  ## build the Kubernetes test bed (etcd, control plane, kwok, Argo Rollouts) once per machine, into the cache
 	python3 dev/testbed.py build
 
+# Two workers, one file each at a time (module fixtures stay in one process): the operator's
+# end-to-end tests mostly wait, and overlap with the rest instead of adding to it.
+PYTEST_WORKERS ?= 2
+
 unit: install testbed  ## pytest only
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## everything CI runs
 
