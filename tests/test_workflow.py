@@ -1,4 +1,5 @@
-"""The rendered Argo Workflow: what a cluster would run, checked structurally (no cluster needed)."""
+"""The rendered Argo Workflow: what a cluster would run, checked structurally, and admitted by the
+real API server of the test bed (Argo's Workflow CRD) where that is what is checked."""
 
 from __future__ import annotations
 
@@ -134,6 +135,25 @@ def test_render_prints_the_evaluate_only_workflow_of_a_registered_version(tmp_pa
     workflow = yaml.safe_load(result.stdout)
     assert workflow["metadata"]["name"].endswith("-evaluate")
     assert set(templates(workflow)) == {"promote", "evaluate-version"}
+
+
+@pytest.mark.parametrize("source", ["train", "modelVersion"])
+def test_the_api_server_accepts_both_rendered_workflows(kube: Any, tmp_path: Path, source: str) -> None:
+    """What the operator creates, as the real API server (Argo's Workflow CRD) admits it."""
+    from kubernetes import client
+
+    spec = (
+        registered_version_spec(tmp_path)
+        if source == "modelVersion"
+        else EXAMPLES / "digits" / "promotion.yaml"
+    )
+    workflow = build_workflow(load_promotion(spec), ClusterSettings(namespace="default")).to_dict()
+    objects: Any = client.CustomObjectsApi(kube)
+    created = objects.create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "default", "workflows", workflow, dry_run="All", field_validation="Strict"
+    )
+    assert created["metadata"]["name"] == workflow["metadata"]["name"]
+    assert created["spec"] == workflow["spec"]
 
 
 def minimal_manifest(tasks: list[dict[str, Any]]) -> dict[str, Any]:
