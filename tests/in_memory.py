@@ -98,7 +98,7 @@ class InMemoryRegistry:
     `register` is idempotent per run id; an alias move is recorded, then made, and a retry finds its
     own record, so the history never misses a move nor holds one twice. Points: `registered` (the
     version exists, the call dies before returning), `recorded <alias>` (the move is in the history,
-    the alias has not moved).
+    the alias has not moved), `moved <alias>` (the alias has moved, the call dies before returning).
     """
 
     def __init__(self, fuse: Fuse, observations: Observations) -> None:
@@ -181,6 +181,7 @@ class InMemoryRegistry:
             self.alias_moves.append(move)
         self.fuse.point(f"recorded {alias}")
         aliases[alias] = version
+        self.fuse.point(f"moved {alias}")
 
 
 @dataclass

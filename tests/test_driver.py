@@ -265,7 +265,14 @@ def test_rollback_with_no_previous_champion_is_refused_and_moves_nothing() -> No
 # --- crashes ------------------------------------------------------------------------------------
 
 SAVED_IN_EVERY_PHASE = tuple(f"saved {phase}" for phase in TRAINED_AND_DEPLOYED)
-ACTIONS_HALF_DONE = ("submitted", "registered", "switched", "recorded previous-champion", "recorded champion")
+ACTIONS_HALF_DONE = (
+    "submitted",
+    "registered",
+    "switched",
+    "recorded previous-champion",
+    "recorded champion",
+    "moved champion",
+)
 
 
 @pytest.mark.parametrize(
@@ -283,6 +290,7 @@ def test_a_driver_killed_anywhere_resumes_without_doing_anything_twice(points: t
     status = settle(w, promotion())
     assert sorted(w.fuse.blown) == sorted(points)  # it did die at every armed point
     assert phases(status) == TRAINED_AND_DEPLOYED
+    assert status.previous_champion == "1"  # saved before the alias moved: a rollback target remains
     assert (w.workflows.trainings, w.workflows.evaluations, w.registry.registrations) == (1, 1, 1)
     assert (w.rollouts.previews_started, w.rollouts.switches, len(w.load_tests.tests)) == (1, 1, 1)
     assert w.registry.alias_moves == PROMOTED_2
@@ -304,7 +312,7 @@ def test_a_rollback_killed_half_way_resumes_and_records_each_move_once() -> None
     w = with_champion(world())
     settle(w, promotion())
     request_rollback(w)
-    w.fuse.arm("switched", "recorded previous-champion", "recorded champion", "saved RolledBack")
+    w.fuse.arm("switched", "recorded previous-champion", "moved champion", "saved RolledBack")
     status = settle(w, promotion())
     assert not w.fuse.armed
     assert status.phase == "RolledBack"
