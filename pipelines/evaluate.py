@@ -121,8 +121,10 @@ def evaluate_version(promotion: ModelPromotion, workdir: Path, report_path: Path
             f"{model} version {version} was trained on {dataset.name}@{trained_on} hashing to "
             f"{trained_sha[:12]}…, which now hashes to {dataset.sha256[:12]}…: the data changed"
         )
+    experiment = experiment_id(client, model, workdir)
+    _mark_dead_attempts(client, experiment, promotion.metadata.name, version)
     evaluation_run = client.create_run(
-        experiment_id(client, model, workdir),
+        experiment,
         run_name=f"{promotion.metadata.name}-evaluate",
         tags={
             PROMOTION_TAG: promotion.metadata.name,
@@ -135,6 +137,15 @@ def evaluate_version(promotion: ModelPromotion, workdir: Path, report_path: Path
     evidence = ModelEvidence(run_id=registered.run_id, version=version, metrics={})
     candidate = _Candidate(f"models:/{model}/{version}", evidence)
     return _evaluate(client, promotion, candidate, pipeline, dataset, evaluation_run.info.run_id, report_path)
+
+
+def _mark_dead_attempts(client: MlflowClient, experiment: str, promotion: str, version: str) -> None:
+    """An evaluation is never reused (the champion it met may have changed since), but one that died
+    mid-way (its process is gone: steps die with their driver) is marked KILLED, not left RUNNING."""
+    mine = f"tags.`{PROMOTION_TAG}` = '{promotion}' and tags.`{EVALUATED_VERSION_TAG}` = '{version}'"
+    for run in client.search_runs([experiment], filter_string=mine):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def _provenance(client: MlflowClient, run_id: str) -> tuple[str | None, str | None, str | None]:

@@ -75,12 +75,19 @@ def test_a_registered_version_is_gated_against_the_champion_before_it_is_promote
 def test_a_registered_version_that_fails_its_gates_is_rejected_with_them_reported(
     registered_digits: Path,
 ) -> None:
+    client = MlflowClient(tracking_uri(registered_digits))
+    experiment = client.get_experiment_by_name("digits")
+    assert experiment is not None
+    # an earlier attempt whose process died mid-evaluation
+    mine = {PROMOTION_TAG: "version-too-strict", EVALUATED_VERSION_TAG: "1"}
+    dead = client.create_run(experiment.experiment_id, tags=mine).info.run_id
+
     code, status = promote_version(registered_digits, "version-too-strict", {"absolute": {"accuracy": 1.0}})
     assert code == 3, status.message
     assert [t.phase for t in status.history] == ["Evaluating", "Gating", "Rejected"]
     assert status.gates is not None and not status.gates.passed
     assert [g.name for g in status.gates.failures] == ["absolute.accuracy"]
     assert "absolute.accuracy" in status.message
-    assert status.run_id is not None
-    client = MlflowClient(tracking_uri(registered_digits))
+    assert status.run_id is not None and status.run_id != dead
     assert client.get_run(status.run_id).data.tags["gate.decision"] == "fail"
+    assert client.get_run(dead).info.status == "KILLED"  # not left RUNNING, and not reused
