@@ -1,4 +1,5 @@
-"""Train -> evaluate as Argo `Workflow` objects, created through the Kubernetes API.
+"""Train -> evaluate (or evaluate only, for a registered version) as Argo `Workflow` objects,
+created through the Kubernetes API.
 
 The operator needs no Argo Server: it creates the object Hera renders and reads back the phase and
 the output parameters the Argo controller writes into `.status.nodes`.

@@ -62,3 +62,17 @@ def evaluate(promotion: str, run_id: str) -> Annotated[str, Parameter(name="deci
     for failure in evaluation.report.blocking_failures:
         log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
     return "pass" if evaluation.report.passed else "fail"
+
+
+def evaluate_version(
+    promotion: str,
+) -> tuple[Annotated[str, Parameter(name="decision")], Annotated[str, Parameter(name="run-id")]]:
+    """Evaluate the registered version the promotion names and gate it; outputs the decision and the
+    MLflow run the gate report was recorded in (the version's own training run is left as it was)."""
+    from promoter.pipelines.evaluate import evaluate_version as evaluate_registered
+
+    workdir = _setup()
+    evaluation = evaluate_registered(_promotion(promotion), workdir)
+    for failure in evaluation.report.blocking_failures:
+        log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
+    return ("pass" if evaluation.report.passed else "fail"), evaluation.run_id

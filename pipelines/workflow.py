@@ -1,5 +1,8 @@
 """The train -> evaluate DAG, defined once with Hera and rendered for Argo Workflows.
 
+A promotion of a registered version (`source.modelVersion`) gets the same DAG without its train
+step: the evaluate step then takes the version (from the promotion) instead of a training run.
+
 Scheduling of the train step (GPUs, node selector, tolerations) comes from the promotion's spec;
 everything the cluster needs that is not part of a promotion (image, tracking server, service
 account) comes from `ClusterSettings`. Secrets are never parameters: steps get a Vault role and path.
@@ -18,7 +21,7 @@ from hera.workflows.script import RunnerScriptConstructor
 from promoter import __version__
 from promoter.pipelines import steps
 from promoter.promotion.engine import workflow_name
-from promoter.promotion.spec import ModelPromotion
+from promoter.promotion.spec import ModelPromotion, TrainSource
 
 PROMOTION_LABEL = "mlops.promoter.dev/promotion"
 MODEL_LABEL = "mlops.promoter.dev/model"
@@ -52,15 +55,6 @@ def _script(fn: Any, name: str, settings: ClusterSettings, **kwargs: Any) -> Scr
 
 def build_workflow(promotion: ModelPromotion, settings: ClusterSettings | None = None) -> Workflow:
     settings = settings or ClusterSettings()
-    source = promotion.train
-    resources = source.resources
-    train_resources: dict[str, Any] = {}
-    if resources.gpu:
-        train_resources["gpus"] = resources.gpu
-    if resources.cpu:
-        train_resources["cpu_request"] = resources.cpu
-    if resources.memory:
-        train_resources["memory_request"] = resources.memory
     with Workflow(
         name=workflow_name(promotion),
         namespace=settings.namespace,
@@ -69,29 +63,51 @@ def build_workflow(promotion: ModelPromotion, settings: ClusterSettings | None =
         labels={PROMOTION_LABEL: promotion.metadata.name, MODEL_LABEL: promotion.spec.model},
         arguments=[Parameter(name="promotion", value=json.dumps(promotion.to_manifest(), sort_keys=True))],
     ) as workflow:
-        train_template = _script(
-            steps.train,
-            "train",
-            settings,
-            resources=Resources(**train_resources) if train_resources else None,
-            node_selector=dict(resources.node_selector) or None,
-            tolerations=[ArgoToleration(**t.model_dump(exclude_none=True)) for t in resources.tolerations]
-            or None,
-        )
-        evaluate_template = _script(steps.evaluate, "evaluate", settings)
-        with DAG(name="promote"):
-            train_task = Task(
-                name="train",
-                template=train_template,
-                arguments={"promotion": "{{workflow.parameters.promotion}}"},
-            )
-            evaluate_task = Task(
-                name="evaluate",
-                template=evaluate_template,
-                arguments={
-                    "promotion": "{{workflow.parameters.promotion}}",
-                    "run_id": train_task.get_parameter("run-id"),
-                },
-            )
-            train_task >> evaluate_task
+        if promotion.spec.source.train is None:
+            _evaluate_version_dag(settings)
+        else:
+            _train_and_evaluate_dag(promotion.spec.source.train, settings)
     return workflow
+
+
+def _train_and_evaluate_dag(source: TrainSource, settings: ClusterSettings) -> None:
+    resources = source.resources
+    train_resources: dict[str, Any] = {}
+    if resources.gpu:
+        train_resources["gpus"] = resources.gpu
+    if resources.cpu:
+        train_resources["cpu_request"] = resources.cpu
+    if resources.memory:
+        train_resources["memory_request"] = resources.memory
+    train_template = _script(
+        steps.train,
+        "train",
+        settings,
+        resources=Resources(**train_resources) if train_resources else None,
+        node_selector=dict(resources.node_selector) or None,
+        tolerations=[ArgoToleration(**t.model_dump(exclude_none=True)) for t in resources.tolerations]
+        or None,
+    )
+    evaluate_template = _script(steps.evaluate, "evaluate", settings)
+    with DAG(name="promote"):
+        train_task = Task(
+            name="train",
+            template=train_template,
+            arguments={"promotion": "{{workflow.parameters.promotion}}"},
+        )
+        evaluate_task = Task(
+            name="evaluate",
+            template=evaluate_template,
+            arguments={
+                "promotion": "{{workflow.parameters.promotion}}",
+                "run_id": train_task.get_parameter("run-id"),
+            },
+        )
+        train_task >> evaluate_task
+
+
+def _evaluate_version_dag(settings: ClusterSettings) -> None:
+    """One task, still named `evaluate` so that its outputs read as the train DAG's do."""
+    template = _script(steps.evaluate_version, "evaluate-version", settings)
+    with DAG(name="promote"):
+        Task(name="evaluate", template=template, arguments={"promotion": "{{workflow.parameters.promotion}}"})

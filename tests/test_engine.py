@@ -9,12 +9,14 @@ import pytest
 
 from promoter.promotion.engine import (
     DECISION_OUTPUT,
+    EVALUATION_RUN_OUTPUT,
     PREVIEW_DEADLINE,
     RUN_ID_OUTPUT,
     AbortPreview,
     Decision,
     DeployPreview,
     LoadTestObservation,
+    Need,
     Observation,
     PreviewObservation,
     Promote,
@@ -23,6 +25,7 @@ from promoter.promotion.engine import (
     RunWorkflow,
     WorkflowObservation,
     decide,
+    needs,
 )
 from promoter.promotion.gates import GateResult
 from promoter.promotion.spec import ModelPromotion, parse_promotion
@@ -288,15 +291,80 @@ def test_rollback_of_the_first_champion_is_refused_and_changes_nothing() -> None
     assert "no champion before" in decision.status.message
 
 
-def test_an_existing_version_skips_training_and_is_deployed() -> None:
+def test_an_existing_version_skips_training_but_not_its_offline_gates() -> None:
     existing = promotion(source={"modelVersion": "5"})
-    decision = step(PromotionStatus(), Observation(registered_version="5", champion="4"), existing)
-    assert decision.status.phase == "Deploying"
-    assert decision.actions == (DeployPreview("5"),)
+    decision = step(PromotionStatus(), Observation(registered_version="5"), existing)
+    assert decision.status.phase == "Evaluating"
+    assert decision.status.model_version == "5"
+    assert decision.status.workflow == "p1-evaluate"
+    assert decision.actions == (RunWorkflow("p1-evaluate"),)
 
     unknown = step(PromotionStatus(), Observation(registered_version=None), existing)
     assert unknown.status.phase == "Failed"
     assert "no registered version 5" in unknown.status.message
+    assert unknown.actions == ()
+
+
+def evaluated_version(decision: str) -> WorkflowObservation:
+    return WorkflowObservation("Succeeded", {DECISION_OUTPUT: decision, EVALUATION_RUN_OUTPUT: "eval1"})
+
+
+def test_an_existing_version_that_passes_its_gates_is_deployed_without_registering_again() -> None:
+    existing = promotion(source={"modelVersion": "5"})
+    status = at("Evaluating", workflow="p1-evaluate", run_id=None, model_version="5")
+    evaluated = step(status, Observation(workflow=evaluated_version("pass")), existing)
+    assert evaluated.status.phase == "Gating"
+    assert evaluated.status.run_id == "eval1"  # the evaluation run holds the gate report
+    assert evaluated.actions == ()  # its report is read next round, once the driver knows the run
+
+    gates = GateSummary(passed=True, report_uri="runs:/eval1/gate_report.json")
+    decision = step(evaluated.status, Observation(gates=gates, registered_version="5"), existing)
+    assert decision.status.phase == "Deploying"
+    assert decision.status.gates == gates
+    assert decision.actions == (DeployPreview("5"),)
+    assert [t.phase for t in decision.status.history] == ["Evaluating", "Gating", "Deploying"]
+
+
+def test_an_existing_version_that_fails_its_gates_is_rejected_with_the_gates_reported() -> None:
+    existing = promotion(source={"modelVersion": "5"})
+    status = at("Gating", workflow="p1-evaluate", run_id="eval1", model_version="5")
+    gates = GateSummary(passed=False, failures=[failing_gate()])
+    decision = step(status, Observation(gates=gates, registered_version="5"), existing)
+    assert decision.status.phase == "Rejected"
+    assert decision.status.gates == gates
+    assert "absolute.accuracy 0.5" in decision.status.message
+    assert decision.actions == ()
+
+
+def test_an_existing_version_deleted_while_it_was_evaluated_fails_instead_of_registering() -> None:
+    existing = promotion(source={"modelVersion": "5"})
+    status = at("Gating", workflow="p1-evaluate", run_id="eval1", model_version="5")
+    decision = step(status, Observation(gates=GateSummary(passed=True), registered_version=None), existing)
+    assert decision.status.phase == "Failed"
+    assert decision.status.reason == "UnknownModelVersion"
+    assert decision.actions == ()
+
+
+def test_an_evaluation_that_names_no_run_fails_rather_than_passing() -> None:
+    existing = promotion(source={"modelVersion": "5"})
+    status = at("Evaluating", workflow="p1-evaluate", run_id=None, model_version="5")
+    done = WorkflowObservation("Succeeded", {DECISION_OUTPUT: "pass"})
+    decision = step(status, Observation(workflow=done), existing)
+    assert decision.status.phase == "Failed"
+    assert decision.status.reason == "NoGateReport"
+
+
+def test_what_each_phase_needs_follows_the_phases_it_can_reach_in_one_round() -> None:
+    existing = promotion(source={"modelVersion": "5"})
+    assert needs(existing, "Pending") == {Need.REGISTERED_VERSION}  # nothing deployed from Pending
+    assert needs(existing, "Evaluating") == {Need.WORKFLOW}  # its gate report is read next round
+    assert needs(existing, "Gating") == {Need.GATES, Need.REGISTERED_VERSION, Need.CHAMPION, Need.ACTIVE}
+    assert needs(promotion(rollout=None), "Evaluating") == {
+        Need.WORKFLOW,
+        Need.GATES,
+        Need.REGISTERED_VERSION,
+        Need.CHAMPION,
+    }
 
 
 def test_without_a_rollout_a_passing_candidate_is_promoted_in_the_registry_only() -> None:

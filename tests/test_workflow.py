@@ -1,8 +1,10 @@
-"""The rendered Argo Workflow: what a cluster would run, checked structurally (no cluster needed)."""
+"""The rendered Argo Workflow: what a cluster would run, checked structurally, and admitted by the
+real API server of the test bed (Argo's Workflow CRD) where that is what is checked."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,6 +99,61 @@ def test_render_command_prints_the_same_workflow_as_yaml() -> None:
     workflow = yaml.safe_load(result.stdout)
     assert workflow["kind"] == "Workflow"
     assert templates(workflow)["train"]["script"]["image"] == "registry.local/promoter:dev"
+
+
+def registered_version_spec(directory: Path) -> Path:
+    manifest = load_promotion(EXAMPLES / "digits" / "promotion.yaml").to_manifest()
+    manifest["spec"]["source"] = {"modelVersion": "3"}
+    path = directory / "again.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def test_a_registered_version_gets_the_same_dag_with_only_its_evaluate_step(tmp_path: Path) -> None:
+    promotion = load_promotion(registered_version_spec(tmp_path))
+    workflow = build_workflow(promotion).to_dict()
+    assert workflow["metadata"]["name"] == "digits-2026-11-23-evaluate"
+    assert workflow["metadata"]["labels"]["mlops.promoter.dev/promotion"] == "digits-2026-11-23"
+    dag = templates(workflow)[workflow["spec"]["entrypoint"]]["dag"]["tasks"]
+    assert [(t["name"], t.get("depends")) for t in dag] == [("evaluate", None)]  # no train step
+    arguments = {p["name"]: p["value"] for p in dag[0]["arguments"]["parameters"]}
+    assert arguments == {"promotion": "{{workflow.parameters.promotion}}"}  # the version is in it
+    [parameter] = workflow["spec"]["arguments"]["parameters"]
+    assert parse_promotion(json.loads(parameter["value"])).spec.source.model_version == "3"
+
+    evaluate = templates(workflow)[dag[0]["template"]]
+    assert evaluate["script"]["args"][-1] == "promoter.pipelines.steps:evaluate_version"
+    assert [p["name"] for p in evaluate["inputs"]["parameters"]] == ["promotion"]
+    # the decision, and the run its gate report is in (what the engine reads as evaluate.run-id)
+    assert [p["name"] for p in evaluate["outputs"]["parameters"]] == ["decision", "run-id"]
+    assert "resources" not in evaluate["script"]
+
+
+def test_render_prints_the_evaluate_only_workflow_of_a_registered_version(tmp_path: Path) -> None:
+    result = run_cli("render", registered_version_spec(tmp_path))
+    assert result.returncode == 0, result.stderr
+    workflow = yaml.safe_load(result.stdout)
+    assert workflow["metadata"]["name"].endswith("-evaluate")
+    assert set(templates(workflow)) == {"promote", "evaluate-version"}
+
+
+@pytest.mark.parametrize("source", ["train", "modelVersion"])
+def test_the_api_server_accepts_both_rendered_workflows(kube: Any, tmp_path: Path, source: str) -> None:
+    """What the operator creates, as the real API server (Argo's Workflow CRD) admits it."""
+    from kubernetes import client
+
+    spec = (
+        registered_version_spec(tmp_path)
+        if source == "modelVersion"
+        else EXAMPLES / "digits" / "promotion.yaml"
+    )
+    workflow = build_workflow(load_promotion(spec), ClusterSettings(namespace="default")).to_dict()
+    objects: Any = client.CustomObjectsApi(kube)
+    created = objects.create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "default", "workflows", workflow, dry_run="All", field_validation="Strict"
+    )
+    assert created["metadata"]["name"] == workflow["metadata"]["name"]
+    assert created["spec"] == workflow["spec"]
 
 
 def minimal_manifest(tasks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -133,15 +133,14 @@ def render(
     ] = "promoter-trainer",
     vault_secret_path: Annotated[str, typer.Option(help="The steps' KV path.")] = "promoter/trainer",
 ) -> None:
-    """Print the Argo Workflow (YAML) that trains and evaluates the candidate in a cluster.
+    """Print the Argo Workflow (YAML) that trains and evaluates the candidate in a cluster (for a
+    registered version, `source.modelVersion`: that evaluates the version only).
 
     Steps get a Vault address, role and path, never a secret: they log in with their service account.
     """
     from promoter.pipelines.workflow import ClusterSettings, build_workflow
 
     promotion = load_spec(spec)
-    if promotion.spec.source.train is None:
-        refuse("spec.source.modelVersion promotes a registered version: nothing to train")
     defaults = ClusterSettings()
     vault = {"VAULT_ADDR": vault_addr, "VAULT_ROLE": vault_role, "VAULT_SECRET_PATH": vault_secret_path}
     settings = ClusterSettings(

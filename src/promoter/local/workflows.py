@@ -1,4 +1,5 @@
-"""Workflows on one machine: the Hera-rendered train -> evaluate DAG, each step a local subprocess.
+"""Workflows on one machine: the Hera-rendered DAG (train -> evaluate, or evaluate only for a
+registered version), each step a local subprocess.
 
 `run` advances the workflow by one step and returns, so the driver sees (and records) Training and
 Evaluating as separate phases; a step that already succeeded is never run again.

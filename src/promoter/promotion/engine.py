@@ -7,7 +7,9 @@ sure the preview serves version 7"), so a driver killed between saving and actin
 after a restart and gets the same actions back: nothing is trained, registered or promoted twice.
 
 Phases: Pending -> Training -> Evaluating -> Gating -> Deploying -> LoadTesting -> [AwaitingApproval]
--> Promoting -> Promoted, or Rejected (a gate said no), Failed (something broke), RolledBack.
+-> Promoting -> Promoted, or Rejected (a gate said no), Failed (something broke), RolledBack. A
+registered version (`source.modelVersion`) skips Training, never Evaluating: a version that was
+rolled back must pass today's gates against today's champion before it serves again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from promoter.promotion.status import (
 # Output parameters of the train -> evaluate workflow, as "<task>.<parameter>".
 RUN_ID_OUTPUT = "train.run-id"
 DECISION_OUTPUT = "evaluate.decision"
+# The evaluate-only workflow of a registered version records its gate report in a run of its own.
+EVALUATION_RUN_OUTPUT = "evaluate.run-id"
 PREVIEW_DEADLINE = timedelta(minutes=10)
 _T = TypeVar("_T")
 
@@ -137,8 +141,10 @@ class Decision:
 
 
 def workflow_name(promotion: ModelPromotion) -> str:
-    """Deterministic, so a resumed promotion finds its workflow instead of starting another."""
-    return f"{promotion.metadata.name}-train"[:63].rstrip("-.")
+    """Deterministic, so a resumed promotion finds its workflow instead of starting another; the
+    suffix says what it does: train -> evaluate, or evaluate a registered version only."""
+    suffix = "train" if promotion.spec.source.train is not None else "evaluate"
+    return f"{promotion.metadata.name}-{suffix}"[:63].rstrip("-.")
 
 
 # What each phase's handler reads itself, and the phases it may fall through to in the same round
@@ -158,27 +164,35 @@ _READS: dict[Phase, frozenset[Need]] = {
     "RolledBack": frozenset(),
 }
 _FALLS_THROUGH: dict[Phase, tuple[Phase, ...]] = {
-    "Pending": ("Training", "Deploying", "Promoting"),
+    "Pending": ("Training", "Evaluating"),
     "Evaluating": ("Gating",),
     "Gating": ("Deploying", "Promoting"),
     "LoadTesting": ("AwaitingApproval", "Promoting"),
     "AwaitingApproval": ("Promoting",),
 }
-# Entering Training or Deploying asks for work and returns: what those phases read waits for the
-# next round. Only phases whose handler runs in the same round contribute their reads.
+# Entering Training, Evaluating or Deploying asks for work and returns: what those phases read waits
+# for the next round. Only phases whose handler runs in the same round contribute their reads.
 _RUNS_ON_ENTRY: frozenset[Phase] = frozenset({"Gating", "Promoting"})
+
+
+def _falls_through(promotion: ModelPromotion, phase: Phase) -> tuple[Phase, ...]:
+    """A registered version's evaluation names the run holding its gate report only when it ends,
+    after the round's observations were made: its Gating reads the report in the next round."""
+    if phase == "Evaluating" and promotion.spec.source.train is None:
+        return ()
+    return _FALLS_THROUGH.get(phase, ())
 
 
 def needs(promotion: ModelPromotion, phase: Phase) -> frozenset[Need]:
     """What the driver must observe for one round in `phase`: the phase's own reads and those of
     every phase it may fall through to. `decide` checks every read against this set."""
     wanted = set(_READS[phase])
-    pending = list(_FALLS_THROUGH.get(phase, ()))
+    pending = list(_falls_through(promotion, phase))
     while pending:
         following = pending.pop()
         if following in _RUNS_ON_ENTRY:
             wanted |= _READS[following]
-            pending.extend(_FALLS_THROUGH.get(following, ()))
+            pending.extend(_falls_through(promotion, following))
     if promotion.spec.rollout is None:
         wanted -= {Need.ACTIVE, Need.PREVIEW, Need.LOAD_TEST}
     return frozenset(wanted)
@@ -288,15 +302,16 @@ class _Machine:
 
     def _pending(self) -> tuple[Action, ...]:
         source = self.spec.source
+        self.status.workflow = workflow_name(self.promotion)
         if source.train is not None:
-            self.status.workflow = workflow_name(self.promotion)
             self._enter("Training", "WorkflowSubmitted", f"workflow {self.status.workflow}")
             return (RunWorkflow(self.status.workflow),)
         version = source.model_version
         if self._registered != version:
             return self._fail("UnknownModelVersion", f"{self.spec.model} has no registered version {version}")
         self.status.model_version = version
-        return self._deploy_or_promote("ExistingVersion", f"promoting registered version {version}")
+        self._enter("Evaluating", "ExistingVersion", f"evaluating registered version {version}")
+        return (RunWorkflow(self.status.workflow),)
 
     def _training(self) -> tuple[Action, ...]:
         return self._follow_workflow(RUN_ID_OUTPUT, "Evaluating", "Trained")
@@ -315,8 +330,18 @@ class _Machine:
             self.status.run_id = workflow.outputs[output]
             self._enter(next_phase, reason, f"MLflow run {self.status.run_id}")
         else:
+            if self.spec.source.model_version is not None:
+                return self._evaluated_version(workflow, name)
             self._enter(next_phase, reason, f"offline gates: {workflow.outputs[output]}")
         return self._gating() if next_phase == "Gating" else (RunWorkflow(name),)
+
+    def _evaluated_version(self, workflow: WorkflowObservation, name: str) -> tuple[Action, ...]:
+        """Gating waits a round: the gate report is in a run this round's observation could not name."""
+        if EVALUATION_RUN_OUTPUT not in workflow.outputs:
+            return self._fail("NoGateReport", f"workflow {name} names no evaluation run")
+        self.status.run_id = workflow.outputs[EVALUATION_RUN_OUTPUT]
+        self._enter("Gating", "Evaluated", f"offline gates: {workflow.outputs[DECISION_OUTPUT]}")
+        return ()
 
     def _gating(self) -> tuple[Action, ...]:
         gates = self._gates
@@ -325,6 +350,11 @@ class _Machine:
         self.status.gates = gates
         if not gates.passed:
             return self._reject("GatesFailed", _describe(gates.failures))
+        version = self.spec.source.model_version
+        if version is not None:  # already registered: nothing to register, but it may have been deleted
+            if self._registered != version:
+                return self._fail("UnknownModelVersion", f"{self.spec.model} no longer has version {version}")
+            return self._deploy_or_promote("GatesPassed", f"registered version {version}")
         if self._registered is None:
             assert self.status.run_id is not None  # set when leaving Training
             return (RegisterModel(self.status.run_id),)

@@ -19,6 +19,7 @@ PROMOTED_TAG_PREFIX = "promoter.promoted_"
 
 # --- run and model-version tags: which promotion made it, from what -----------------------------
 PROMOTION_TAG = "promoter.promotion"
+EVALUATED_VERSION_TAG = "promoter.evaluated_version"  # on a run that gated a registered version
 PIPELINE_TAG = "promoter.pipeline"
 DATA_VERSION_TAG = "data.version"
 DATA_SHA_TAG = "data.sha256"

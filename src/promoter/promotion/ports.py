@@ -16,7 +16,8 @@ from promoter.promotion.status import GateSummary
 
 class Workflows(Protocol):
     def run(self, promotion: ModelPromotion, name: str) -> None:
-        """Make sure the train -> evaluate workflow `name` exists and is progressing."""
+        """Make sure the promotion's workflow `name` (train -> evaluate, or evaluate a registered
+        version only) exists and is progressing."""
 
     def observe(self, promotion: ModelPromotion, name: str) -> WorkflowObservation | None:
         """None when it was never submitted."""
