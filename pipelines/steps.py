@@ -33,7 +33,17 @@ def _setup() -> Path:
 
 
 def _promotion(manifest: str) -> ModelPromotion:
-    return parse_promotion(json.loads(manifest), origin="workflow parameter 'promotion'")
+    """The promotion, checked as `promoter.validation` checks it (that module sits above this package,
+    so the steps call the same checks directly). A refused spec ends the step with the fields named
+    and exit status 2, not with a traceback from deep inside training."""
+    from promoter.pipelines.preflight import check_promotion_or_raise
+
+    origin = "workflow parameter 'promotion'"
+    try:
+        return check_promotion_or_raise(parse_promotion(json.loads(manifest), origin=origin), origin)
+    except ValueError as exc:  # SpecError, and a parameter that is not JSON
+        log.error("%s", exc)
+        raise SystemExit(2) from None
 
 
 def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:

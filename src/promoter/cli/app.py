@@ -40,9 +40,24 @@ def refuse(message: str) -> NoReturn:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def load_spec(path: Path) -> ModelPromotion:
+def load_spec(path: Path, *, check: bool = True) -> ModelPromotion:
+    """The CLI's one way to read a spec. A file that cannot be read, is binary, is not YAML, is not a
+    ModelPromotion or is refused by `promoter.validation` exits 2 with the file and each field
+    named, before anything runs. `check=False` only for a promotion already started: it was checked
+    then, and what it pinned (a revision, a data version) may since have moved on."""
     try:
-        return load_promotion(path)
+        promotion = load_promotion(path)
+    except SpecError as exc:
+        refuse(str(exc))
+    return check_spec(promotion, str(path)) if check else promotion
+
+
+def check_spec(promotion: ModelPromotion, origin: str) -> ModelPromotion:
+    """`promoter.validation` on a parsed spec; exit 2 naming each field it refuses."""
+    from promoter.validation import validate_promotion  # imports torch: only for commands that need it
+
+    try:
+        return validate_promotion(promotion, origin=origin)
     except SpecError as exc:
         refuse(str(exc))
 
