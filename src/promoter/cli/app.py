@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from promoter import __version__
 from promoter.promotion.spec import ModelPromotion, SpecError, load_promotion
@@ -36,7 +37,8 @@ WorkdirOpt = Annotated[
 
 def refuse(message: str) -> NoReturn:
     """Bad input for a command: say why and exit 2, changing nothing."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # escaped: the message quotes the user's input, and '[/x]' in it must not be read as markup
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 

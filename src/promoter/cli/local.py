@@ -133,10 +133,11 @@ def run(
 
     Exits 0 promoted, 3 rejected by a gate, 1 failed, 4 waiting for `promoter approve`.
     """
+    promotion = load_spec(spec, check=False)  # first: a spec that does not parse costs no import
+
     from promoter.local.store import started
     from promoter.pipelines.tracking import resolve_workdir, workdir_path
 
-    promotion = load_spec(spec, check=False)
     # Checked before it is claimed, so a refused spec leaves nothing behind and its name stays free;
     # a promotion resumed under the same name was checked when it started.
     if not started(workdir_path(workdir), promotion):
