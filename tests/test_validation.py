@@ -164,11 +164,13 @@ def test_spec_files_that_are_not_promotions_exit_2(content: bytes, message: str,
     assert not (tmp_path / "wd").exists()
 
 
-@pytest.mark.parametrize("which", ["directory", "missing", "unreadable"])
+@pytest.mark.parametrize("which", ["directory", "missing", "under-a-file", "unreadable"])
 def test_spec_paths_that_cannot_be_read_exit_2(which: str, tmp_path: Path) -> None:
     spec = tmp_path / "promotion.yaml"
     if which == "directory":
         spec.mkdir()
+    elif which == "under-a-file":
+        spec = write(spec, example()) / "promotion.yaml"
     elif which == "unreadable":
         write(spec, example()).chmod(0)
         try:
