@@ -48,10 +48,11 @@ def _promotion(manifest: str) -> ModelPromotion:
 
 def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
     """Train the candidate; the MLflow run id is the step's output."""
+    workdir = _setup()
+    spec = _promotion(promotion)  # first: a refused spec costs no MLflow import
+
     from promoter.pipelines.train import train_candidate
 
-    workdir = _setup()
-    spec = _promotion(promotion)
     candidate = train_candidate(
         spec,
         workdir,
@@ -65,10 +66,12 @@ def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
 
 def evaluate(promotion: str, run_id: str) -> Annotated[str, Parameter(name="decision")]:
     """Evaluate candidate and champion and gate; outputs `pass` or `fail` (a gate verdict, not a crash)."""
+    workdir = _setup()
+    spec = _promotion(promotion)
+
     from promoter.pipelines.evaluate import evaluate_candidate
 
-    workdir = _setup()
-    evaluation = evaluate_candidate(_promotion(promotion), run_id, workdir)
+    evaluation = evaluate_candidate(spec, run_id, workdir)
     for failure in evaluation.report.blocking_failures:
         log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
     return "pass" if evaluation.report.passed else "fail"
