@@ -38,6 +38,7 @@ def promotion_problems(promotion: ModelPromotion) -> list[Problem]:
 
 
 def check_promotion_or_raise(promotion: ModelPromotion, origin: str) -> ModelPromotion:
+    """The promotion itself, or InvalidPromotion listing every problem at once."""
     problems = promotion_problems(promotion)
     if problems:
         raise InvalidPromotion(origin, problems)
@@ -45,10 +46,12 @@ def check_promotion_or_raise(promotion: ModelPromotion, origin: str) -> ModelPro
 
 
 def training_problems(source: TrainSource, gates: Gates) -> list[Problem]:
+    """Without its pipeline, the params, data and gates cannot be checked; the revision still can."""
     known = catalogue()
     if source.pipeline not in known:
         names = ", ".join(sorted(known))
-        return [Problem(PIPELINE_FIELD, f"unknown pipeline {source.pipeline!r} (known: {names})")]
+        unknown = Problem(PIPELINE_FIELD, f"unknown pipeline {source.pipeline!r} (known: {names})")
+        return [unknown, *_revision_problems(source.git.revision)]
     pipeline = known[source.pipeline]()
     dataset = _dataset_loader(pipeline, source.data.version)
     return [
