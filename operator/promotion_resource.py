@@ -16,6 +16,7 @@ from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator.cluster import PromotionRef
 from promoter.promotion.spec import ModelPromotion, parse_promotion
 from promoter.promotion.status import PromotionStatus
+from promoter.validation import validate_promotion
 
 APPROVED_BY_ANNOTATION = "mlops.promoter.dev/approved-by"
 ROLLBACK_ANNOTATION = "mlops.promoter.dev/rollback-requested-by"
@@ -24,7 +25,12 @@ EVENTS_ANNOTATION = "promoter.kopf.dev/events-recorded"
 
 
 def promotion_of(resource: dict[str, Any]) -> ModelPromotion:
-    """The spec as the engine knows it (raises SpecError naming each bad field)."""
+    """The spec as the engine knows it (raises SpecError naming each bad field).
+
+    A promotion that has not started yet gets the whole of `promoter.validation`, so a bad one fails
+    (InvalidSpec) before a Workflow is created. One under way was checked when it started and is only
+    parsed: what it pinned (a revision, a data version) may since have moved on with a new operator
+    image, and failing it half-way would strand its preview."""
     metadata = resource.get("metadata") or {}
     document = {
         "apiVersion": resource.get("apiVersion"),
@@ -33,7 +39,10 @@ def promotion_of(resource: dict[str, Any]) -> ModelPromotion:
         "spec": resource.get("spec"),
     }
     name = f"{metadata.get('namespace')}/{metadata.get('name')}"
-    return parse_promotion(document, origin=name)
+    promotion = parse_promotion(document, origin=name)
+    if status_of(resource).phase != "Pending":
+        return promotion
+    return validate_promotion(promotion, origin=name)
 
 
 def status_of(resource: dict[str, Any]) -> PromotionStatus:

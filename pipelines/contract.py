@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from matplotlib.figure import Figure
 from pydantic import ValidationError
-from torch import nn
 
 from promoter.pipelines.data import DataSource
-from promoter.pipelines.metrics import ClassificationReport
+from promoter.pipelines.metrics import OVERALL_METRICS, PER_CLASS_METRICS, ClassificationReport
 from promoter.pipelines.training import TrainConfig
-from promoter.promotion.spec import SpecError
+from promoter.promotion.spec import Problem, SpecError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from torch import nn
 
 PARAMS_FIELD = "spec.source.train.params"
 
@@ -27,6 +29,12 @@ PARAMS_FIELD = "spec.source.train.params"
 class Pipeline(ABC):
     name: ClassVar[str]
     config_type: ClassVar[type[TrainConfig]] = TrainConfig
+    # The metrics its evaluation logs on the held-out split, by the names gates use: overall ones and,
+    # per class, `class/<class>/<metric>`. Every classifier shares one evaluation, which builds its
+    # report from these very tuples, so what a spec's gates are checked against cannot drift from
+    # what is produced.
+    overall_metrics: ClassVar[tuple[str, ...]] = OVERALL_METRICS
+    per_class_metrics: ClassVar[tuple[str, ...]] = PER_CLASS_METRICS
 
     @abstractmethod
     def data_source(self) -> DataSource:
@@ -36,15 +44,23 @@ class Pipeline(ABC):
     def build_body(self, config: TrainConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
         """The network after input standardization; it returns logits."""
 
-    def parse_config(self, params: Mapping[str, Any]) -> TrainConfig:
+    def config_problems(self, params: Mapping[str, Any]) -> list[Problem]:
+        """Every param that would stop training, named as in the spec; [] when they parse."""
         try:
-            return self.config_type.model_validate(dict(params))
+            self.config_type.model_validate(dict(params))
         except ValidationError as exc:
-            problems = [
-                f"  {PARAMS_FIELD}.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            return [
+                Problem(".".join([PARAMS_FIELD, *(str(p) for p in error["loc"])]), error["msg"])
                 for error in exc.errors()
             ]
-            raise SpecError(f"invalid params for pipeline {self.name!r}:\n" + "\n".join(problems)) from None
+        return []
+
+    def parse_config(self, params: Mapping[str, Any]) -> TrainConfig:
+        problems = self.config_problems(params)
+        if problems:
+            lines = "\n".join(f"  {problem}" for problem in problems)
+            raise SpecError(f"invalid params for pipeline {self.name!r}:\n{lines}")
+        return self.config_type.model_validate(dict(params))
 
     def failure_figure(
         self, features: npt.NDArray[np.float32], report: ClassificationReport, limit: int = 36

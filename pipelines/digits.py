@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from matplotlib.figure import Figure
 from pydantic import Field
-from sklearn.datasets import load_digits
 from torch import nn
 
 from promoter.pipelines.contract import Pipeline
 from promoter.pipelines.data import Dataset, DataSource, InMemorySource
 from promoter.pipelines.metrics import ClassificationReport
 from promoter.pipelines.training import TrainConfig
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class DigitsConfig(TrainConfig):
@@ -26,6 +28,8 @@ class DigitsConfig(TrainConfig):
 
 
 def load_digits_v1() -> Dataset:
+    from sklearn.datasets import load_digits  # seconds to import: only when the data is needed
+
     bunch = load_digits()
     return Dataset(
         name="digits",
@@ -77,6 +81,8 @@ class DigitsPipeline(Pipeline):
     def failure_figure(
         self, features: npt.NDArray[np.float32], report: ClassificationReport, limit: int = 36
     ) -> Figure | None:
+        from matplotlib.figure import Figure
+
         rows = self.worst_failures(report, limit)
         if len(rows) == 0:
             return None

@@ -33,15 +33,26 @@ def _setup() -> Path:
 
 
 def _promotion(manifest: str) -> ModelPromotion:
-    return parse_promotion(json.loads(manifest), origin="workflow parameter 'promotion'")
+    """The promotion, checked as `promoter.validation` checks it (that module sits above this package,
+    so the steps call the same checks directly). A refused spec ends the step with the fields named
+    and exit status 2, not with a traceback from deep inside training."""
+    from promoter.pipelines.preflight import check_promotion_or_raise
+
+    origin = "workflow parameter 'promotion'"
+    try:
+        return check_promotion_or_raise(parse_promotion(json.loads(manifest), origin=origin), origin)
+    except ValueError as exc:  # SpecError, and a parameter that is not JSON
+        log.error("%s", exc)
+        raise SystemExit(2) from None
 
 
 def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
     """Train the candidate; the MLflow run id is the step's output."""
+    workdir = _setup()
+    spec = _promotion(promotion)  # first: a refused spec costs no MLflow import
+
     from promoter.pipelines.train import train_candidate
 
-    workdir = _setup()
-    spec = _promotion(promotion)
     candidate = train_candidate(
         spec,
         workdir,
@@ -55,10 +66,12 @@ def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
 
 def evaluate(promotion: str, run_id: str) -> Annotated[str, Parameter(name="decision")]:
     """Evaluate candidate and champion and gate; outputs `pass` or `fail` (a gate verdict, not a crash)."""
+    workdir = _setup()
+    spec = _promotion(promotion)
+
     from promoter.pipelines.evaluate import evaluate_candidate
 
-    workdir = _setup()
-    evaluation = evaluate_candidate(_promotion(promotion), run_id, workdir)
+    evaluation = evaluate_candidate(spec, run_id, workdir)
     for failure in evaluation.report.blocking_failures:
         log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
     return "pass" if evaluation.report.passed else "fail"

@@ -12,10 +12,15 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_WORKDIR = Path(".promoter")
 
 
+def workdir_path(workdir: Path | None) -> Path:
+    """The workdir a command would use, not created: a refused spec must leave nothing behind."""
+    return (workdir or Path(os.environ.get("PROMOTER_WORKDIR", DEFAULT_WORKDIR))).resolve()
+
+
 def resolve_workdir(workdir: Path | None) -> Path:
-    chosen = workdir or Path(os.environ.get("PROMOTER_WORKDIR", DEFAULT_WORKDIR))
+    chosen = workdir_path(workdir)
     chosen.mkdir(parents=True, exist_ok=True)
-    return chosen.resolve()
+    return chosen
 
 
 def tracking_uri(workdir: Path) -> str:

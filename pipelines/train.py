@@ -16,6 +16,7 @@ from promoter.lineage import code_revision, config_sha256
 from promoter.pipelines import get_pipeline
 from promoter.pipelines.data import load_verified
 from promoter.pipelines.packaging import ModelManifest, log_pipeline_model
+from promoter.pipelines.preflight import CODE_DIR
 from promoter.pipelines.tracking import configure_tracking, experiment_id
 from promoter.pipelines.training import (
     EpochMetrics,
@@ -37,9 +38,6 @@ from promoter.promotion.names import (
 )
 from promoter.promotion.spec import ModelPromotion
 from promoter.redaction import flatten, redact_flat
-
-# The package's own checkout: lineage is about the code that trains, not the caller's directory.
-CODE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,20 @@ from torch import nn
 
 # Below this many optimizer steps torch.compile costs more than it saves.
 COMPILE_MIN_STEPS = 3000
+# torch.manual_seed takes 0..2**64-1 (and numpy's generators refuse negative seeds).
+SEED_MAX = 2**64 - 1
 
 
 class TrainConfig(BaseModel):
-    """Hyper-parameters common to every classifier; a pipeline subclasses it for its own."""
+    """Hyper-parameters common to every classifier; a pipeline subclasses it for its own.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: `epochs: "3"` or `epochs: true` is a mistake to report, not a value to coerce, and NaN
+    or infinity would pass every bound (NaN compares false) and train garbage.
+    """
 
-    seed: int = 0
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     epochs: int = Field(default=8, ge=1, le=10_000)
     lr: float = Field(default=1e-3, gt=0, le=10)
     batch_size: int = Field(default=64, ge=1, le=65_536)

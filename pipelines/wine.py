@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import Field
-from sklearn.datasets import load_wine
 from torch import nn
 
 from promoter.pipelines.contract import Pipeline
@@ -20,6 +19,8 @@ class WineConfig(TrainConfig):
 
 
 def load_wine_v1() -> Dataset:
+    from sklearn.datasets import load_wine  # seconds to import: only when the data is needed
+
     bunch = load_wine()
     return Dataset(
         name="wine",

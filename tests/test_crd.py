@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from promoter.crd import GROUP, PLURAL, VERSION, render
-from promoter.promotion.spec import SpecError, parse_promotion
+from promoter.promotion.spec import PROMOTION_NAME_MAX, SpecError, parse_promotion
 
 from .conftest import EXAMPLES
 from .kube import CRD_FILE, testbed
@@ -143,4 +143,16 @@ def test_known_gap_a_malformed_gate_value_passes_admission_and_only_the_model_re
     with pytest.raises(SpecError, match=r"spec.gates.absolute.accuracy"):
         parse_promotion(document)
     accepted, reason = _create(kube, document)
+    assert accepted, reason
+
+
+def test_a_name_too_long_for_its_derived_names_is_refused_by_both(kube: Any) -> None:
+    too_long = _variant("d" * (PROMOTION_NAME_MAX + 1), lambda s: None)
+    accepted, reason = _create(kube, too_long)
+    assert not accepted and "metadata.name" in reason, reason
+    with pytest.raises(SpecError, match=r"metadata\.name"):
+        parse_promotion(too_long)
+    longest = _variant("d" * PROMOTION_NAME_MAX, lambda s: None)
+    parse_promotion(longest)
+    accepted, reason = _create(kube, longest)
     assert accepted, reason

@@ -172,8 +172,10 @@ def test_the_champion_is_evaluated_on_the_same_split_and_guards_regressions(trai
 
 
 def test_evaluating_against_the_wrong_spec_or_run_is_refused(trained: Trained, tmp_path: Path) -> None:
-    wrong_data = write_spec(tmp_path / "v2.yaml", GOOD.read_text().replace('version: "v1"', 'version: "v2"'))
-    result = run_cli("evaluate", wrong_data, "--run-id", trained.good[0], "--workdir", trained.workdir)
+    wrong_pipeline = write_spec(
+        tmp_path / "wine.yaml", GOOD.read_text().replace("pipeline: digits", "pipeline: wine")
+    )
+    result = run_cli("evaluate", wrong_pipeline, "--run-id", trained.good[0], "--workdir", trained.workdir)
     assert result.returncode == 2 and "trained by pipeline 'digits' on data 'v1'" in result.stderr
     result = run_cli("evaluate", GOOD, "--run-id", "0" * 32, "--workdir", trained.workdir)
     assert result.returncode == 2 and "no MLflow run" in result.stderr

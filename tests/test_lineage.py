@@ -43,7 +43,7 @@ def test_uncommitted_changes_mark_the_revision_dirty(repo: Path) -> None:
 def test_a_revision_that_is_not_the_running_code_is_refused(repo: Path) -> None:
     (repo / "train.py").write_text("print(3)\n")
     git(repo, "commit", "-qam", "second")
-    with pytest.raises(LineageError, match=r"revision 'v1' is [0-9a-f]{12} but the checked-out code is"):
+    with pytest.raises(LineageError, match=r"revision: 'v1' is [0-9a-f]{12} but the checked-out code is"):
         code_revision("v1", repo)
 
 

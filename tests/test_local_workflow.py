@@ -56,6 +56,7 @@ def test_train_then_evaluate_as_subprocesses(tmp_path: Path) -> None:
 def test_a_failing_step_stops_the_dag_and_shows_why(tmp_path: Path) -> None:
     with pytest.raises(StepFailed) as caught:
         run_locally(wine_promotion(sha256="f" * 64), tmp_path)
-    assert caught.value.task == "train"
-    assert "the data changed under the same version" in str(caught.value)
+    assert caught.value.task == "train" and caught.value.returncode == 2
+    assert "spec.source.train.data.sha256: pins ffffffffffff" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
     assert not (tmp_path / "steps" / "evaluate").exists()

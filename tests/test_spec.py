@@ -147,8 +147,8 @@ def test_unknown_and_malformed_pipeline_params_name_the_param() -> None:
     ("text", "message"),
     [
         ("spec: [unclosed", "not valid YAML"),
-        ("- a\n- list", "expected a ModelPromotion mapping, got list"),
-        ("", "expected a ModelPromotion mapping, got NoneType"),
+        ("- a\n- list", "expected a ModelPromotion mapping, got a list"),
+        ("", "expected a ModelPromotion mapping, got an empty document"),
     ],
 )
 def test_unreadable_files_get_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from promoter.promotion.spec import API_VERSION, KIND, PromotionSpec
+from promoter.promotion.spec import API_VERSION, KIND, PROMOTION_NAME_MAX, PromotionSpec
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "modelpromotions"
@@ -31,6 +31,13 @@ _THRESHOLD_VALUE = {
 _EXACTLY_ONE_SOURCE = {
     "rule": "has(self.train) != has(self.modelVersion)",
     "message": "exactly one of 'train' or 'modelVersion' must be set",
+}
+# The schema covers spec only; a root rule may read metadata.name, whose limit comes from the names
+# derived from it (see PROMOTION_NAME_MAX).
+_NAME_FITS_DERIVED_NAMES = {
+    "rule": f"self.metadata.name.size() <= {PROMOTION_NAME_MAX}",
+    "message": f"metadata.name: at most {PROMOTION_NAME_MAX} characters, so that every name derived "
+    "from it (its Workflow, its load-test Jobs, their labels) fits",
 }
 _DROPPED = {"title", "additionalProperties", "$defs"}
 
@@ -113,6 +120,7 @@ def crd() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [dict(_NAME_FITS_DERIVED_NAMES)],
                             "properties": {
                                 "spec": spec_schema(),
                                 # written only by the operator (status subresource): promotion.status

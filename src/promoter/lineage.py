@@ -18,6 +18,17 @@ class LineageError(RuntimeError):
     pass
 
 
+class UnknownRevision(LineageError):
+    """The spec's git.revision names no commit, or not the code that would train: the spec is at
+    fault (exit 2), unlike a LineageError about the environment (no checkout, no git)."""
+
+    FIELD = "spec.source.train.git.revision"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{self.FIELD}: {reason}")
+
+
 @dataclass(frozen=True)
 class CodeRevision:
     commit: str
@@ -40,9 +51,7 @@ def code_revision(requested: str = "HEAD", cwd: Path | None = None) -> CodeRevis
     baked = os.environ.get(GIT_COMMIT_ENV)
     if baked:
         if requested not in ("HEAD", baked) and not baked.startswith(requested):
-            raise LineageError(
-                f"spec.source.train.git.revision is {requested!r} but this image was built from {baked}"
-            )
+            raise UnknownRevision(f"{requested!r} is not {baked}, the commit this image was built from")
         return CodeRevision(commit=baked, dirty=False)
     where = cwd or Path.cwd()
     try:
@@ -52,11 +61,14 @@ def code_revision(requested: str = "HEAD", cwd: Path | None = None) -> CodeRevis
             f"cannot determine the code revision in {where} ({exc}); run inside the git checkout "
             f"or set {GIT_COMMIT_ENV}"
         ) from None
-    wanted = _git(["rev-parse", f"{requested}^{{commit}}"], where)
+    try:
+        wanted = _git(["rev-parse", "--verify", "--quiet", f"{requested}^{{commit}}"], where)
+    except LineageError:
+        raise UnknownRevision(f"{requested!r} is not a commit of the checkout in {where}") from None
     if wanted != head:
-        raise LineageError(
-            f"spec.source.train.git.revision {requested!r} is {wanted[:12]} but the checked-out code is "
-            f"{head[:12]}; check out that revision first"
+        raise UnknownRevision(
+            f"{requested!r} is {wanted[:12]} but the checked-out code is {head[:12]}; "
+            "check out that revision first"
         )
     dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], where))
     return CodeRevision(commit=head, dirty=dirty)

@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from promoter import __version__
 from promoter.promotion.spec import ModelPromotion, SpecError, load_promotion
@@ -36,13 +37,29 @@ WorkdirOpt = Annotated[
 
 def refuse(message: str) -> NoReturn:
     """Bad input for a command: say why and exit 2, changing nothing."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # escaped: the message quotes the user's input, and '[/x]' in it must not be read as markup
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def load_spec(path: Path) -> ModelPromotion:
+def load_spec(path: Path, *, check: bool = True) -> ModelPromotion:
+    """The CLI's one way to read a spec. A file that cannot be read, is binary, is not YAML, is not a
+    ModelPromotion or is refused by `promoter.validation` exits 2 with the file and each field
+    named, before anything runs. `check=False` only for a promotion already started: it was checked
+    then, and what it pinned (a revision, a data version) may since have moved on."""
     try:
-        return load_promotion(path)
+        promotion = load_promotion(path)
+    except SpecError as exc:
+        refuse(str(exc))
+    return check_spec(promotion, str(path)) if check else promotion
+
+
+def check_spec(promotion: ModelPromotion, origin: str) -> ModelPromotion:
+    """`promoter.validation` on a parsed spec; exit 2 naming each field it refuses."""
+    from promoter.validation import validate_promotion  # imports torch: only for commands that need it
+
+    try:
+        return validate_promotion(promotion, origin=origin)
     except SpecError as exc:
         refuse(str(exc))
 

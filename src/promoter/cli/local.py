@@ -18,6 +18,7 @@ from promoter.cli.app import (
     SpecArg,
     WorkdirOpt,
     app,
+    check_spec,
     err,
     load_spec,
     out,
@@ -132,9 +133,16 @@ def run(
 
     Exits 0 promoted, 3 rejected by a gate, 1 failed, 4 waiting for `promoter approve`.
     """
-    from promoter.pipelines.tracking import resolve_workdir
+    promotion = load_spec(spec, check=False)  # first: a spec that does not parse costs no import
 
-    _drive(load_spec(spec), resolve_workdir(workdir), serve_args, as_json)
+    from promoter.local.store import started
+    from promoter.pipelines.tracking import resolve_workdir, workdir_path
+
+    # Checked before it is claimed, so a refused spec leaves nothing behind and its name stays free;
+    # a promotion resumed under the same name was checked when it started.
+    if not started(workdir_path(workdir), promotion):
+        check_spec(promotion, str(spec))
+    _drive(promotion, resolve_workdir(workdir), serve_args, as_json)
 
 
 def _stored(workdir: Path, name: str) -> ModelPromotion:
@@ -143,7 +151,7 @@ def _stored(workdir: Path, name: str) -> ModelPromotion:
     path = promotions_dir(workdir) / name / SPEC_FILE
     if not path.exists():
         refuse(f"no promotion {name!r} in {workdir}")
-    return load_spec(path)
+    return load_spec(path, check=False)  # checked when it started
 
 
 @app.command(rich_help_panel=PANEL)

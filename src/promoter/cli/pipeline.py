@@ -21,6 +21,8 @@ PANEL = "One candidate"
 @app.command(rich_help_panel=PANEL)
 def train(spec: SpecArg, workdir: WorkdirOpt = None) -> None:
     """Train and log one candidate run; prints its MLflow run id (alone on the last line of stdout)."""
+    promotion = load_spec(spec)  # first: a refused spec costs no MLflow import
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from promoter.lineage import LineageError
@@ -28,7 +30,6 @@ def train(spec: SpecArg, workdir: WorkdirOpt = None) -> None:
     from promoter.pipelines.tracking import resolve_workdir
     from promoter.pipelines.train import train_candidate
 
-    promotion = load_spec(spec)
     source = promotion.train
     epochs = int(source.params.get("epochs", 0)) or None
     with Progress(
@@ -73,11 +74,12 @@ def evaluate(
 
     Exits 0 when every enforced gate passes, 3 when one fails.
     """
+    promotion = load_spec(spec)  # first: a refused spec costs no MLflow import
+
     from promoter.pipelines.data import DataError
     from promoter.pipelines.evaluate import EvaluationError, evaluate_candidate
     from promoter.pipelines.tracking import resolve_workdir
 
-    promotion = load_spec(spec)
     root = resolve_workdir(workdir)
     report_path = report or root / "gate-reports" / f"{run_id}.json"
     with err.status(f"evaluating run {run_id} and the @champion of {promotion.spec.model}"):

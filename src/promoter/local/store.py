@@ -57,6 +57,11 @@ class LocalStatusStore:
             events.write(transition.model_dump_json(by_alias=True) + "\n")
 
 
+def started(workdir: Path, promotion: ModelPromotion) -> bool:
+    """Whether a promotion of this name was already claimed in the workdir (its spec recorded)."""
+    return (promotions_dir(workdir) / promotion.metadata.name / SPEC_FILE).exists()
+
+
 @contextmanager
 def claim(workdir: Path, promotion: ModelPromotion) -> Iterator[LocalStatusStore]:
     """The promotion's store, held exclusively while the caller drives it."""

@@ -8,6 +8,7 @@ and snake_case in Python.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,18 +26,60 @@ from pydantic.alias_generators import to_camel
 API_VERSION = "mlops.promoter.dev/v1alpha1"
 KIND = "ModelPromotion"
 
-# Kubernetes object names (RFC 1123 subdomain) and MLflow registered model names we accept.
+# Kubernetes object names (RFC 1123 subdomain).
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# A Kubernetes label value: the model name becomes the `mlops.promoter.dev/model` label, so it must be
+# one; that also makes it a safe MLflow registered-model name (no '/', which breaks `models:/` URIs).
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_VALUE_MAX = 63
+# Registered-model versions we accept: up to 10 digits, which leaves room for the derived names below.
+MODEL_VERSION_MAX_DIGITS = 10
+# metadata.name is the longest name every derived name still fits: it is the
+# `mlops.promoter.dev/promotion` label value (<= 63), the Workflow `<name>-train` and the load-test
+# Job `<name>-v<version>-loadtest`, whose name the Job controller copies into a pod label (<= 63).
+# The Job is the longest: 63 - len("-v") - 10 digits - len("-loadtest") = 42. A longer name would be
+# truncated into the same Job name for different versions.
+PROMOTION_NAME_MAX = LABEL_VALUE_MAX - len("-v") - MODEL_VERSION_MAX_DIGITS - len("-loadtest")
 _DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# A load test shorter than a second measures start-up; one longer than an hour holds a preview (and
+# a promotion) hostage. Bounds are inclusive.
+LOAD_TEST_MIN_SECONDS = 1.0
+LOAD_TEST_MAX_SECONDS = 3600.0
+# A revision git can parse and that cannot be mistaken for an option (`git rev-parse -x`).
+_GIT_REVISION = r"^[A-Za-z0-9_][-A-Za-z0-9_./~^@{}+]*$"
 
 
 class SpecError(ValueError):
     """A ModelPromotion that cannot be accepted; the message names every offending field."""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One reason a spec is refused: the field's path as written in YAML, and why."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InvalidPromotion(SpecError):
+    """A spec refused once the schema passed (by promoter.validation); `problems` lists every field
+    at fault. Defined here, beside SpecError, so that every layer can raise and catch it."""
+
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = [f"{origin}: invalid ModelPromotion", *(f"  {problem}" for problem in problems)]
+        super().__init__("\n".join(lines))
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: `maxP95Ms: .inf` is no budget, and NaN compares false to everything.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -56,7 +99,7 @@ def _as_threshold(value: Any) -> Any:
 class RegressionGate(_Model):
     """The candidate may not fall more than `max_drop` below the current champion on `metric`."""
 
-    metric: str = "accuracy"
+    metric: str = Field(default="accuracy", min_length=1)
     max_drop: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     enforce: bool = True
 
@@ -83,7 +126,13 @@ class DataRef(_Model):
 
 
 class GitRef(_Model):
-    revision: str = Field(default="HEAD", min_length=1)
+    revision: str = Field(
+        default="HEAD",
+        min_length=1,
+        max_length=256,
+        pattern=_GIT_REVISION,
+        description="The code that trains must be this revision (a commit, branch, tag or HEAD).",
+    )
 
 
 class Toleration(_Model):
@@ -115,7 +164,11 @@ class Source(_Model):
     """Exactly one of: train a new candidate, or promote an already registered version."""
 
     train: TrainSource | None = None
-    model_version: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
+    model_version: str | None = Field(
+        default=None,
+        pattern=rf"^[1-9][0-9]{{0,{MODEL_VERSION_MAX_DIGITS - 1}}}$",
+        description=f"A registered version of spec.model to promote: 1 to {MODEL_VERSION_MAX_DIGITS} digits.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
@@ -126,8 +179,11 @@ class Source(_Model):
 
 class LoadTest(_Model):
     users: Annotated[int, Field(ge=1, le=10_000)] = 20
-    spawn_rate: Annotated[float, Field(gt=0)] = 10.0
-    duration: str = "15s"
+    spawn_rate: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+    duration: str = Field(
+        default="15s",
+        description="How long the load test runs: a number and a unit (ms, s, m or h), from 1s to 1h.",
+    )
     max_p95_ms: Annotated[float, Field(gt=0)] | None = None
     max_error_rate: Fraction | None = None
     min_rps: Annotated[float, Field(ge=0)] | None = None
@@ -136,16 +192,24 @@ class LoadTest(_Model):
 
     @field_validator("duration")
     @classmethod
-    def _duration_format(cls, value: str) -> str:
-        if not _DURATION.match(value):
-            raise ValueError("must be a duration such as '500ms', '15s', '2m' or '1h'")
+    def _duration_bounded(cls, value: str) -> str:
+        seconds = _seconds(value)
+        if seconds is None:
+            raise ValueError("must be a duration such as '1500ms', '15s', '2m' or '1h'")
+        if not LOAD_TEST_MIN_SECONDS <= seconds <= LOAD_TEST_MAX_SECONDS:
+            raise ValueError(f"must be between 1s and 1h, got {value}")
         return value
 
     @property
     def duration_seconds(self) -> float:
-        match = _DURATION.match(self.duration)
-        assert match is not None  # guaranteed by the validator
-        return float(match["value"]) * _DURATION_UNITS[match["unit"]]
+        seconds = _seconds(self.duration)
+        assert seconds is not None  # guaranteed by the validator
+        return seconds
+
+
+def _seconds(duration: str) -> float | None:
+    match = _DURATION.match(duration)
+    return None if match is None else float(match["value"]) * _DURATION_UNITS[match["unit"]]
 
 
 class Rollout(_Model):
@@ -165,7 +229,13 @@ class Approval(_Model):
 
 
 class PromotionSpec(_Model):
-    model: str = Field(min_length=1, max_length=256)
+    model: str = Field(
+        min_length=1,
+        max_length=LABEL_VALUE_MAX,
+        pattern=LABEL_VALUE_PATTERN,
+        description="The MLflow registered model, also the mlops.promoter.dev/model label: at most 63 "
+        "characters, letters, digits, '-', '_' and '.', beginning and ending with a letter or digit.",
+    )
     source: Source
     gates: Gates = Gates()
     rollout: Rollout | None = None
@@ -175,7 +245,11 @@ class PromotionSpec(_Model):
 class Metadata(_Model):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(
+        min_length=1,
+        max_length=PROMOTION_NAME_MAX,
+        description=f"At most {PROMOTION_NAME_MAX} characters, so that every name derived from it fits.",
+    )
     namespace: str | None = None
 
     @field_validator("name")
@@ -223,7 +297,8 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 def parse_promotion(document: Any, *, origin: str = "<input>") -> ModelPromotion:
     """Validate a parsed YAML/JSON document; errors name each field (`spec.gates.absolute.accuracy.min`)."""
     if not isinstance(document, dict):
-        raise SpecError(f"{origin}: expected a ModelPromotion mapping, got {type(document).__name__}")
+        got = "an empty document" if document is None else f"a {type(document).__name__}"
+        raise SpecError(f"{origin}: expected a ModelPromotion mapping, got {got}")
     try:
         return ModelPromotion.model_validate(document)
     except ValidationError as exc:
@@ -234,10 +309,14 @@ def parse_promotion(document: Any, *, origin: str = "<input>") -> ModelPromotion
 
 
 def load_promotion(path: Path) -> ModelPromotion:
+    """A spec file, with every way a file can be wrong (missing, a directory, binary, not YAML, not a
+    mapping) reported as a SpecError naming the file, never as a traceback."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (a ModelPromotion is UTF-8 YAML)") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

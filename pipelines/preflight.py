@@ -1,0 +1,154 @@
+"""What training and evaluation would refuse, found before anything runs.
+
+A spec naming a pipeline, a param, a data version, a revision or a gate metric that does not exist
+would otherwise fail inside the train step, tens of seconds in, after the promotion was claimed; a
+regression gate with a typo would even be skipped while there is no champion. These checks are
+cheap: no training, and the data is loaded only to check a pinned hash or a class a gate names.
+
+`promoter.validation` runs them for every driver. The workflow steps, which live in this package,
+call them directly: validation sits above this package and may not be imported from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+from promoter.lineage import LineageError, UnknownRevision, code_revision
+from promoter.pipelines import catalogue
+from promoter.pipelines.contract import Pipeline
+from promoter.pipelines.data import DataError, Dataset
+from promoter.pipelines.metrics import CLASS_METRIC_PREFIX, class_metric_key
+from promoter.promotion.spec import Gates, InvalidPromotion, ModelPromotion, Problem, TrainSource
+
+# The package's own checkout: lineage is about the code that trains, not the caller's directory.
+CODE_DIR = Path(__file__).resolve().parent
+
+PIPELINE_FIELD = "spec.source.train.pipeline"
+DATA_VERSION_FIELD = "spec.source.train.data.version"
+DATA_SHA_FIELD = "spec.source.train.data.sha256"
+
+
+def promotion_problems(promotion: ModelPromotion) -> list[Problem]:
+    """Every problem training and gating this promotion would run into; [] for one that promotes an
+    already registered version (nothing is trained, no offline gate is evaluated)."""
+    source = promotion.spec.source.train
+    return [] if source is None else training_problems(source, promotion.spec.gates)
+
+
+def check_promotion_or_raise(promotion: ModelPromotion, origin: str) -> ModelPromotion:
+    """The promotion itself, or InvalidPromotion listing every problem at once."""
+    problems = promotion_problems(promotion)
+    if problems:
+        raise InvalidPromotion(origin, problems)
+    return promotion
+
+
+def training_problems(source: TrainSource, gates: Gates) -> list[Problem]:
+    """Without its pipeline, the params, data and gates cannot be checked; the revision still can."""
+    known = catalogue()
+    if source.pipeline not in known:
+        names = ", ".join(sorted(known))
+        unknown = Problem(PIPELINE_FIELD, f"unknown pipeline {source.pipeline!r} (known: {names})")
+        return [unknown, *_revision_problems(source.git.revision)]
+    pipeline = known[source.pipeline]()
+    dataset = _dataset_loader(pipeline, source.data.version)
+    return [
+        *pipeline.config_problems(source.params),
+        *_data_problems(pipeline, source, dataset),
+        *_revision_problems(source.git.revision),
+        *_gate_problems(pipeline, gates, dataset),
+    ]
+
+
+def _dataset_loader(pipeline: Pipeline, version: str) -> Callable[[], Dataset | None]:
+    """The data version, loaded at most once and only if a check needs it; None if it cannot be."""
+
+    @cache
+    def load() -> Dataset | None:
+        if version not in pipeline.data_source().versions():
+            return None
+        try:
+            return pipeline.data_source().load(version)
+        except DataError:
+            return None
+
+    return load
+
+
+def _data_problems(
+    pipeline: Pipeline, source: TrainSource, dataset: Callable[[], Dataset | None]
+) -> list[Problem]:
+    version, pinned = source.data.version, source.data.sha256
+    known = pipeline.data_source().versions()
+    if version not in known:
+        listed = ", ".join(known) or "none"
+        message = f"pipeline {pipeline.name!r} has no data version {version!r} (known: {listed})"
+        return [Problem(DATA_VERSION_FIELD, message)]
+    if pinned is None:
+        return []
+    loaded = dataset()
+    if loaded is None:
+        return [Problem(DATA_VERSION_FIELD, f"{pipeline.name}@{version} cannot be loaded")]
+    if loaded.sha256 != pinned:
+        return [
+            Problem(
+                DATA_SHA_FIELD,
+                f"pins {pinned[:12]}… but {pipeline.name}@{version} hashes to {loaded.sha256[:12]}…",
+            )
+        ]
+    return []
+
+
+def _revision_problems(revision: str) -> list[Problem]:
+    try:
+        code_revision(revision, CODE_DIR)
+    except UnknownRevision as exc:
+        return [Problem(UnknownRevision.FIELD, exc.reason)]
+    except LineageError:
+        # No checkout and no baked commit: the environment is at fault, not the spec, and training
+        # reports it (exit 1). Refusing here would refuse every spec, valid ones included.
+        return []
+    return []
+
+
+def _gate_problems(pipeline: Pipeline, gates: Gates, dataset: Callable[[], Dataset | None]) -> list[Problem]:
+    """Every gate must name a metric the evaluation produces: a typo would otherwise fail the gate
+    after training, or, for a regression gate without a champion yet, be skipped unnoticed."""
+
+    def produced(metric: str) -> bool:
+        if metric in pipeline.overall_metrics:
+            return True
+        if not metric.startswith(CLASS_METRIC_PREFIX):
+            return False
+        loaded = dataset()  # per-class metrics are named after the data's classes
+        return loaded is not None and metric in {
+            class_metric_key(name, per_class)
+            for name in loaded.class_names
+            for per_class in pipeline.per_class_metrics
+        }
+
+    def unknown(metric: str) -> str:
+        return (
+            f"pipeline {pipeline.name!r} produces no metric {metric!r} (it produces "
+            f"{', '.join(pipeline.overall_metrics)} and {class_metric_key('<class>', '<per-class metric>')})"
+        )
+
+    problems = [
+        Problem(f"spec.gates.absolute.{metric}", unknown(metric))
+        for metric in gates.absolute
+        if not produced(metric)
+    ]
+    problems += [
+        Problem(
+            f"spec.gates.perClass.{metric}",
+            f"pipeline {pipeline.name!r} produces no per-class metric {metric!r} "
+            f"(it produces {', '.join(pipeline.per_class_metrics)})",
+        )
+        for metric in gates.per_class
+        if metric not in pipeline.per_class_metrics
+    ]
+    if gates.regression is not None and not produced(gates.regression.metric):
+        problems.append(Problem("spec.gates.regression.metric", unknown(gates.regression.metric)))
+    return problems
