@@ -38,13 +38,16 @@ class JobLoadTests:
         owner: PromotionRef,
         image: str,
         service_account: str,
+        env: dict[str, str],
         rollouts: ArgoRollouts,
     ) -> None:
+        """`env`: the load tester's own Vault variables (`OperatorSettings.load_test_env`)."""
         self.batch: Any = client.BatchV1Api(api)
         self.core: Any = client.CoreV1Api(api)
         self.owner = owner
         self.image = image
         self.service_account = service_account
+        self.env = env
         self.rollouts = rollouts
 
     def manifest(self, key: str, rollout: str, profile: LoadTest) -> dict[str, Any]:
@@ -59,6 +62,7 @@ class JobLoadTests:
             "name": CONTAINER,
             "image": self.image,
             "command": command,
+            "env": [{"name": name, "value": value} for name, value in sorted(self.env.items())],
             "terminationMessagePolicy": "File",
             "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True},
             "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],  # Locust's CSV files
