@@ -55,8 +55,7 @@ class ClusterPlatform:
             self.api,
             ref,
             self.settings.image,
-            self.settings.load_test_service_account,
-            self.settings.load_test_env,
+            self.settings.load_test_pod,
             self.rollouts(ref.namespace),
         )
 

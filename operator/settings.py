@@ -21,7 +21,14 @@ from pydantic_settings import SettingsConfigDict
 
 from promoter.pipelines.workflow import ClusterSettings
 from promoter.settings import EnvSettings
-from promoter.vault_setup import LOADTESTER, TRAINER, VaultLayout, load_layout, packaged_layout_directory
+from promoter.vault_setup import (
+    LOADTESTER,
+    TRAINER,
+    PodIdentity,
+    VaultLayout,
+    load_layout,
+    packaged_layout_directory,
+)
 
 # How the operator reaches a Service. In the cluster: its DNS name. From outside (a laptop, a test
 # bed without pod networking), point it at a proxy, e.g. `kubectl proxy`'s service proxy path.
@@ -57,24 +64,20 @@ class OperatorSettings(EnvSettings):
     @property
     def workflows(self) -> ClusterSettings:
         """Workflow steps run as the trainer: its service account, its Vault role and path."""
+        trainer = self.layout.pod(TRAINER, self.vault_addr)
         return ClusterSettings(
             image=self.image,
-            service_account=self.layout.component(TRAINER).service_account,
+            service_account=trainer.service_account,
             tracking_uri=self.tracking_uri,
-            env=self._pod_env(TRAINER),
+            env=trainer.env,
+            volumes=trainer.volumes,
+            volume_mounts=trainer.volume_mounts,
         )
 
     @property
-    def load_test_service_account(self) -> str:
-        return self.layout.component(LOADTESTER).service_account
-
-    @property
-    def load_test_env(self) -> dict[str, str]:
-        """Load-test Jobs run as the load tester: its Vault role and path."""
-        return self._pod_env(LOADTESTER)
-
-    def _pod_env(self, component: str) -> dict[str, str]:
-        return self.layout.pod_env(component, self.vault_addr) if self.vault_addr else {}
+    def load_test_pod(self) -> PodIdentity:
+        """Load-test Jobs run as the load tester: its service account, its Vault role and path."""
+        return self.layout.pod(LOADTESTER, self.vault_addr)
 
 
 def _read_layout(directory: Path | None) -> VaultLayout:

@@ -72,6 +72,20 @@ def step_env(workflow: dict[str, Any], step: str) -> dict[str, str]:
     return {item["name"]: item["value"] for item in template["script"]["env"]}
 
 
+def assert_vault_token_is_projected(
+    credential_file: str, volumes: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
+    """The file the pod logs in with is a service-account token for Vault's audience (roles.yaml):
+    the default token's audience is the API server, which Vault's roles refuse."""
+    audience = yaml.safe_load((REPO / "manifests" / "vault" / "roles.yaml").read_text())["audience"]
+    [mount] = [m for m in container["volumeMounts"] if credential_file.startswith(m["mountPath"])]
+    [volume] = [v for v in volumes if v["name"] == mount["name"]]
+    [source] = volume["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token["audience"] == audience
+    assert credential_file == f"{mount['mountPath']}/{token['path']}"
+
+
 def test_workflow_steps_get_the_trainers_role_and_path_and_nothing_of_the_operators(
     operator_env: dict[str, str],
 ) -> None:
@@ -87,6 +101,10 @@ def test_workflow_steps_get_the_trainers_role_and_path_and_nothing_of_the_operat
         assert env["VAULT_SECRET_PATH"] == ROLES["trainer"]["secretPath"]
         assert env["VAULT_ADDR"] == operator_env["VAULT_ADDR"]
         assert env["VAULT_AUTH_METHOD"] == "kubernetes"
+        [template] = [t for t in workflow["spec"]["templates"] if t["name"] == step]
+        assert_vault_token_is_projected(
+            env["VAULT_CREDENTIAL_FILE"], workflow["spec"]["volumes"], template["script"]
+        )
 
 
 def test_an_operator_without_vault_gives_its_pods_no_vault_variables(
@@ -99,8 +117,9 @@ def test_an_operator_without_vault_gives_its_pods_no_vault_variables(
 def test_a_step_logging_in_with_the_workflows_env_reads_the_trainers_secret_and_no_other(
     operator_env: dict[str, str], vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Kubernetes auth needs a kubelet: the step logs in through the JWT method instead, with a
-    token for the service account the Workflow runs under, as the API server would issue it."""
+    """Kubernetes auth needs a kubelet: the step logs in through the JWT method instead, its
+    projected token file replaced by a token for the service account the Workflow runs under, as
+    the API server would issue it."""
     monkeypatch.setenv("VAULT_ADDR", vault.addr)  # the operator's Vault: here, the test's OpenBao
     workflow = workflow_manifest()
     token = service_account_token(vault, workflow["spec"]["serviceAccountName"], tmp_path / "token")
@@ -154,21 +173,22 @@ def test_the_load_test_job_runs_as_the_load_tester(operator_env: dict[str, str],
     settings = OperatorSettings.load()
     owner = PromotionRef(NAMESPACE, "digits", "uid-1")
     rollouts = ArgoRollouts(kube, NAMESPACE, HttpServiceProbe(kube, DEFAULT_SERVICE_URL))
-    jobs = JobLoadTests(
-        kube, owner, settings.image, settings.load_test_service_account, settings.load_test_env, rollouts
-    )
+    jobs = JobLoadTests(kube, owner, settings.image, settings.load_test_pod, rollouts)
     promotion = load_promotion(EXAMPLES / "digits" / "promotion.yaml")
     assert promotion.spec.rollout is not None
     jobs.run("digits-1", "digits", promotion.spec.rollout.load_test)
 
-    job = client.BatchV1Api(kube).read_namespaced_job("digits-1-loadtest", NAMESPACE).to_dict()
+    job = kube.sanitize_for_serialization(
+        client.BatchV1Api(kube).read_namespaced_job("digits-1-loadtest", NAMESPACE)
+    )
     pod = job["spec"]["template"]["spec"]
     env = {item["name"]: item["value"] for item in pod["containers"][0]["env"]}
-    assert pod["service_account_name"] == ROLES["loadtester"]["serviceAccount"]
+    assert pod["serviceAccountName"] == ROLES["loadtester"]["serviceAccount"]
     assert env["VAULT_ROLE"] == "promoter-loadtester"
     assert env["VAULT_SECRET_PATH"] == ROLES["loadtester"]["secretPath"]
     assert (env["VAULT_ADDR"], env["VAULT_AUTH_METHOD"]) == (operator_env["VAULT_ADDR"], "kubernetes")
     assert operator_env["VAULT_ROLE"] not in str(job) and operator_env["VAULT_SECRET_PATH"] not in str(job)
+    assert_vault_token_is_projected(env["VAULT_CREDENTIAL_FILE"], pod["volumes"], pod["containers"][0])
 
 
 @pytest.mark.parametrize(

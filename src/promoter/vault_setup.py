@@ -14,7 +14,7 @@ source: the package ships those very files as package data (pyproject.toml maps 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ import yaml
 
 POLICY_PREFIX = "promoter-"
 TRAINER, LOADTESTER = "trainer", "loadtester"  # the components whose pods the operator starts
+# Where a pod's service-account token for Vault is projected (see `VaultLayout.pod`).
+TOKEN_VOLUME, TOKEN_DIRECTORY = "vault-token", "/var/run/secrets/vault"
+TOKEN_SECONDS = 3600  # the kubelet renews it before then; the secrets module reads it at each login
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,16 @@ class Component:
     def role_name(self) -> str:
         """The component's role in every auth method: named like the one policy it grants."""
         return self.policy_name
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    """Who a pod of one component is: its service account and, with Vault, how it logs in there."""
+
+    service_account: str
+    env: dict[str, str] = field(default_factory=dict)
+    volumes: tuple[dict[str, Any], ...] = ()
+    volume_mounts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,20 +75,30 @@ class VaultLayout:
                 return component
         raise ValueError(f"roles.yaml has no component {name!r}")
 
-    def pod_env(self, name: str, vault_addr: str) -> dict[str, str]:
-        """The Vault variables of a pod of component `name`: its own role and path, never a secret.
+    def pod(self, name: str, vault_addr: str) -> PodIdentity:
+        """A pod of component `name`: its service account, its own Vault role and path, never a secret.
 
-        The pod logs in with the Kubernetes auth method and its service account's token; nothing
-        here lets it act as another component (its role is bound to its service account).
+        The pod logs in with the Kubernetes auth method. Its roles accept only tokens for the
+        layout's audience, which the default service-account token is not (its audience is the API
+        server), so the pod gets a projected token for that audience. Nothing here lets it act as
+        another component: its role is bound to its service account. Without `vault_addr` the pod
+        gets no Vault at all.
         """
         component = self.component(name)
-        return {
+        if not vault_addr:
+            return PodIdentity(component.service_account)
+        env = {
             "VAULT_ADDR": vault_addr,
             "VAULT_AUTH_METHOD": "kubernetes",
             "VAULT_ROLE": component.role_name,
             "VAULT_SECRET_PATH": component.secret_path,
             "VAULT_KV_MOUNT": self.kv_mount,
+            "VAULT_CREDENTIAL_FILE": f"{TOKEN_DIRECTORY}/token",
         }
+        token = {"audience": self.audience, "path": "token", "expirationSeconds": TOKEN_SECONDS}
+        volume = {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+        mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIRECTORY, "readOnly": True}
+        return PodIdentity(component.service_account, env, (volume,), (mount,))
 
 
 def packaged_layout_directory() -> Path:

@@ -147,16 +147,19 @@ def render(
     if promotion.spec.source.train is None:
         refuse("spec.source.modelVersion promotes a registered version: nothing to train")
     defaults = ClusterSettings()
-    layout = load_layout(packaged_layout_directory())
-    vault = layout.pod_env(TRAINER, vault_addr)
-    vault["VAULT_ROLE"] = vault_role or vault["VAULT_ROLE"]
-    vault["VAULT_SECRET_PATH"] = vault_secret_path or vault["VAULT_SECRET_PATH"]
+    trainer = load_layout(packaged_layout_directory()).pod(TRAINER, vault_addr)
+    vault = dict(trainer.env)  # empty with --vault-addr '': steps without Vault
+    if vault:
+        vault["VAULT_ROLE"] = vault_role or vault["VAULT_ROLE"]
+        vault["VAULT_SECRET_PATH"] = vault_secret_path or vault["VAULT_SECRET_PATH"]
     settings = ClusterSettings(
         image=image or defaults.image,
         namespace=namespace,
-        service_account=layout.component(TRAINER).service_account,
+        service_account=trainer.service_account,
         tracking_uri=tracking_uri or defaults.tracking_uri,
         env=vault,
+        volumes=trainer.volumes,
+        volume_mounts=trainer.volume_mounts,
     )
     sys.stdout.write(build_workflow(promotion, settings).to_yaml())
 
