@@ -64,10 +64,8 @@ class JobLoadTests:
             "env": [{"name": name, "value": value} for name, value in sorted(self.pod.env.items())],
             "terminationMessagePolicy": "File",
             "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True},
-            "volumeMounts": [
-                {"name": "scratch", "mountPath": "/tmp"},
-                *self.pod.volume_mounts,
-            ],  # /tmp: Locust's CSVs
+            # /tmp: Locust's CSV files (the root filesystem is read-only)
+            "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, *self.pod.volume_mounts],
         }
         return self.owner.stamp(
             {

@@ -209,6 +209,19 @@ def test_the_operator_refuses_a_bad_setting_by_its_variable(
     assert "Traceback" not in result.stderr
 
 
+def test_the_operator_refuses_an_incomplete_vault_configuration_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("VAULT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:9")
+    result = run_cli("operator", "--namespace", NAMESPACE)
+    assert result.returncode == 2, result.stderr
+    assert "VAULT_ROLE is not set; VAULT_SECRET_PATH is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_layout_without_the_trainer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "policies").mkdir()
     layout = yaml.safe_load((REPO / "manifests" / "vault" / "roles.yaml").read_text())

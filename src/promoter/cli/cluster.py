@@ -96,22 +96,20 @@ def operator(
     from promoter.operator.settings import OperatorSettings
     from promoter.settings import SettingsError
 
+    options = OperatorOptions(
+        namespaces=tuple(namespace or ()),
+        peering=peering or None,
+        priority=priority,
+        peering_lifetime=peering_lifetime,
+        liveness_port=liveness_port,
+        metrics_port=metrics_port,
+        host=host,
+    )
     try:
-        settings = OperatorSettings.load()
+        # both read at start: the operator's settings, then its own Vault settings (run_operator)
+        run_operator(options, OperatorSettings.load())
     except SettingsError as exc:
         refuse(str(exc))
-    run_operator(
-        OperatorOptions(
-            namespaces=tuple(namespace or ()),
-            peering=peering or None,
-            priority=priority,
-            peering_lifetime=peering_lifetime,
-            liveness_port=liveness_port,
-            metrics_port=metrics_port,
-            host=host,
-        ),
-        settings,
-    )
 
 
 @app.command("load-test", rich_help_panel=PANEL)
