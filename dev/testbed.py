@@ -256,7 +256,7 @@ def install_crds(plane: ControlPlane, files: list[Path]) -> None:
 
     def established(name: str) -> bool:
         crd = _api(plane, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-        conditions = crd.get("status", {}).get("conditions", [])
+        conditions = (crd.get("status") or {}).get("conditions") or []  # null until the server sets them
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     for name in names:
@@ -268,7 +268,7 @@ def _node_ready(plane: ControlPlane) -> bool:
         node = _api(plane, "GET", f"/api/v1/nodes/{FAKE_NODE}")
     except urllib.error.HTTPError:
         return False
-    conditions = node.get("status", {}).get("conditions", [])
+    conditions = (node.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 

@@ -21,10 +21,11 @@ from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator import metrics
 from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
 from promoter.operator.argo_workflows import ArgoWorkflows
-from promoter.operator.cluster import OperatorSettings, PromotionRef, not_found
+from promoter.operator.cluster import PromotionRef, not_found
 from promoter.operator.events import EventRecorder
 from promoter.operator.load_test_jobs import JobLoadTests
 from promoter.operator.promotion_resource import PromotionResource, promotion_of, status_of
+from promoter.operator.settings import OperatorSettings
 from promoter.promotion.driver import Backends, reconcile
 from promoter.promotion.engine import refuse_spec
 from promoter.promotion.spec import SpecError
@@ -54,7 +55,7 @@ class ClusterPlatform:
             self.api,
             ref,
             self.settings.image,
-            self.settings.load_test_service_account,
+            self.settings.load_test_pod,
             self.rollouts(ref.namespace),
         )
 

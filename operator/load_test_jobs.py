@@ -21,6 +21,7 @@ from promoter.operator.cluster import PromotionRef, already_exists, not_found
 from promoter.promotion.engine import LoadTestObservation
 from promoter.promotion.spec import LoadTest
 from promoter.promotion.status import LoadTestResult
+from promoter.vault_setup import PodIdentity
 
 CONTAINER = "locust"
 # Time for the image to start and Locust to ramp up and stop, beyond the profile's duration.
@@ -37,14 +38,15 @@ class JobLoadTests:
         api: client.ApiClient,
         owner: PromotionRef,
         image: str,
-        service_account: str,
+        pod: PodIdentity,
         rollouts: ArgoRollouts,
     ) -> None:
+        """`pod`: the load tester's service account and Vault login (`OperatorSettings.load_test_pod`)."""
         self.batch: Any = client.BatchV1Api(api)
         self.core: Any = client.CoreV1Api(api)
         self.owner = owner
         self.image = image
-        self.service_account = service_account
+        self.pod = pod
         self.rollouts = rollouts
 
     def manifest(self, key: str, rollout: str, profile: LoadTest) -> dict[str, Any]:
@@ -59,9 +61,11 @@ class JobLoadTests:
             "name": CONTAINER,
             "image": self.image,
             "command": command,
+            "env": [{"name": name, "value": value} for name, value in sorted(self.pod.env.items())],
             "terminationMessagePolicy": "File",
             "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True},
-            "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],  # Locust's CSV files
+            # /tmp: Locust's CSV files (the root filesystem is read-only)
+            "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, *self.pod.volume_mounts],
         }
         return self.owner.stamp(
             {
@@ -75,9 +79,9 @@ class JobLoadTests:
                         "metadata": {"labels": self.owner.labels()},
                         "spec": {
                             "restartPolicy": "Never",
-                            "serviceAccountName": self.service_account,
+                            "serviceAccountName": self.pod.service_account,
                             "containers": [container],
-                            "volumes": [{"name": "scratch", "emptyDir": {}}],
+                            "volumes": [{"name": "scratch", "emptyDir": {}}, *self.pod.volumes],
                         },
                     },
                 },

@@ -14,8 +14,8 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from promoter.operator.cluster import OperatorSettings
 from promoter.operator.json_logs import configure_json_logging
+from promoter.operator.settings import OperatorSettings
 from promoter.secrets import load_process_secrets
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def run_operator(options: OperatorOptions, settings: OperatorSettings | None = N
     from promoter.operator.handlers import cluster_platform, register
 
     load_process_secrets()  # MLflow credentials, if this deployment keeps them in Vault
-    settings = settings or OperatorSettings.from_env()
+    settings = settings or OperatorSettings.load()
     platform = cluster_platform(kubernetes_api(), settings)
     registry = kopf.OperatorRegistry()
     register(registry, platform)

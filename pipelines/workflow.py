@@ -16,6 +16,7 @@ from typing import Any
 
 from hera.workflows import DAG, Env, Parameter, Resources, Script, Task, Workflow
 from hera.workflows.models import Toleration as ArgoToleration
+from hera.workflows.models import Volume, VolumeMount
 from hera.workflows.script import RunnerScriptConstructor
 
 from promoter import __version__
@@ -34,6 +35,9 @@ class ClusterSettings:
     service_account: str = "promoter-pipeline"
     tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000"
     env: dict[str, str] = field(default_factory=dict)  # e.g. VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH
+    # Kubernetes volumes of every step, as manifests (e.g. the projected token Vault logs in with)
+    volumes: tuple[dict[str, Any], ...] = ()
+    volume_mounts: tuple[dict[str, Any], ...] = ()
 
 
 def _script(fn: Any, name: str, settings: ClusterSettings, **kwargs: Any) -> Script:
@@ -49,6 +53,7 @@ def _script(fn: Any, name: str, settings: ClusterSettings, **kwargs: Any) -> Scr
         image=settings.image,
         command=["python"],
         env=env,
+        volume_mounts=[VolumeMount.model_validate(mount) for mount in settings.volume_mounts] or None,
         **kwargs,
     )
 
@@ -62,6 +67,7 @@ def build_workflow(promotion: ModelPromotion, settings: ClusterSettings | None =
         service_account_name=settings.service_account,
         labels={PROMOTION_LABEL: promotion.metadata.name, MODEL_LABEL: promotion.spec.model},
         arguments=[Parameter(name="promotion", value=json.dumps(promotion.to_manifest(), sort_keys=True))],
+        volumes=[Volume.model_validate(volume) for volume in settings.volumes] or None,
     ) as workflow:
         if promotion.spec.source.train is None:
             _evaluate_version_dag(settings)

@@ -5,8 +5,8 @@ says why); FastAPI answers the rest and publishes the OpenAPI document of both.
 
 The model loads in the background after the server starts: `/healthz` answers at once, `/readyz`
 only once the model is loaded and warmed up with its input example, so a Rollout never routes
-traffic to a cold pod. Workers are configured from the environment (`ServeSettings.from_env`),
-which is how `promoter serve` hands one resolved model version to every uvicorn worker.
+traffic to a cold pod. Workers are configured from the environment (`serving.settings`), which is
+how `promoter serve` hands one resolved model version to every uvicorn worker.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,41 +53,10 @@ from promoter.serving.protocol import (
     predict_response,
     v2_infer_response,
 )
+from promoter.serving.settings import ServeSettings
 
 log = logging.getLogger("promoter.serving")
-ENV_PREFIX = "PROMOTER_SERVE_"
 METRICS_FLUSH_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    model_uri: str  # exact: models:/NAME/VERSION or runs:/RUN/PATH (aliases are resolved before)
-    requested_model_uri: str = ""  # what the operator asked for, e.g. models:/NAME@champion
-    max_batch_size: int = 256
-    max_wait_ms: float = 0.0
-    max_request_inputs: int = 1024
-    max_body_bytes: int = 8 * 1024 * 1024
-    low_confidence: float = 0.5
-    # One intra-op thread per worker by default: micro-batches are small, and on batches below ~32
-    # a second thread spun more CPU than it saved and was slower (benchmarks/README.md).
-    torch_threads: int = 1  # 0: torch's default (one per core)
-    # Added to every prediction: a deliberately slow server, for testing latency gates and shutdown.
-    inject_latency_ms: float = 0.0
-    # With several workers a probe reaches one of them: the pod is ready only when all are.
-    workers: int = 1
-    ready_dir: str = ""
-
-    def to_env(self) -> dict[str, str]:
-        return {f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_env(cls) -> ServeSettings:
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = os.environ.get(f"{ENV_PREFIX}{field.name.upper()}")
-            if raw is not None:
-                values[field.name] = {"int": int, "float": float}.get(str(field.type), str)(raw)
-        return cls(**values)
 
 
 class ModelState:
@@ -382,4 +351,4 @@ def _identity_from_settings(settings: ServeSettings) -> ModelIdentity:
 
 def create_app_from_env() -> ASGIApp:
     """uvicorn's factory for each worker process (`promoter serve` sets the environment)."""
-    return create_app(ServeSettings.from_env())
+    return create_app(ServeSettings.load())

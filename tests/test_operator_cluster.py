@@ -70,10 +70,10 @@ class OperatorProcess:
             **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
             "KUBECONFIG": str(kubeconfig),
             "MLFLOW_TRACKING_URI": tracking_uri(workdir),
-            "PROMOTER_SERVICE_URL": service_url,
-            "PROMOTER_RECONCILE_SECONDS": "0.5",
-            "PROMOTER_IMAGE": "promoter:test",
-            "PROMOTER_PEERING_LIFETIME": "3",
+            "PROMOTER_OPERATOR_SERVICE_URL": service_url,
+            "PROMOTER_OPERATOR_RECONCILE_SECONDS": "0.5",
+            "PROMOTER_OPERATOR_IMAGE": "promoter:test",
+            "PROMOTER_OPERATOR_PEERING_LIFETIME": "3",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -452,7 +452,7 @@ def test_a_second_replica_waits_while_the_first_is_alive_and_takes_over_when_it_
     cluster: Cluster,
 ) -> None:
     kubeconfig = Path(cluster.operator.env["KUBECONFIG"])
-    url = cluster.operator.env["PROMOTER_SERVICE_URL"]
+    url = cluster.operator.env["PROMOTER_OPERATOR_SERVICE_URL"]
     standby = OperatorProcess(kubeconfig, cluster.workdir, url, log_name="standby.log")
     standby.env["MLFLOW_TRACKING_URI"] = cluster.operator.env["MLFLOW_TRACKING_URI"]
 

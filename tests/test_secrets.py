@@ -3,7 +3,6 @@ roles of manifests/vault applied as an administrator would, then each component 
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import pytest
 from promoter.local.rollout import free_port
 from promoter.secrets import SecretStore, VaultDenied, VaultError, VaultSettings, VaultUnavailable
 from promoter.serving.client import get_json
+from promoter.settings import SettingsError
 
 from .conftest import run_cli
 from .openbao import Vault, service_account_token, wait_until
@@ -29,7 +29,9 @@ def jwt_store(vault: Vault, who: str, reads: str, tmp_path: Path) -> SecretStore
     service_account, _ = component(vault, who)
     _, path = component(vault, reads)
     token = service_account_token(vault, service_account, tmp_path / f"{who}.jwt")
-    settings = VaultSettings(vault.addr, f"promoter-{who}", path, method="jwt", credential_file=token)
+    settings = VaultSettings(
+        addr=vault.addr, role=f"promoter-{who}", secret_path=path, auth_method="jwt", credential_file=token
+    )
     return SecretStore(settings)
 
 
@@ -50,7 +52,11 @@ def test_each_component_reads_its_own_secrets_and_no_one_elses(
 def test_a_service_account_token_cannot_log_in_as_another_component(vault: Vault, tmp_path: Path) -> None:
     token = service_account_token(vault, "promoter-serving", tmp_path / "server.jwt")
     settings = VaultSettings(
-        vault.addr, "promoter-trainer", "promoter/trainer", method="jwt", credential_file=token
+        addr=vault.addr,
+        role="promoter-trainer",
+        secret_path="promoter/trainer",
+        auth_method="jwt",
+        credential_file=token,
     )
     with pytest.raises(VaultDenied, match="login as role 'promoter-trainer' was refused"):
         SecretStore(settings).read()
@@ -59,7 +65,11 @@ def test_a_service_account_token_cannot_log_in_as_another_component(vault: Vault
 def test_a_token_for_another_audience_is_refused(vault: Vault, tmp_path: Path) -> None:
     token = service_account_token(vault, "promoter-pipeline", tmp_path / "t.jwt", audience="kubernetes")
     settings = VaultSettings(
-        vault.addr, "promoter-trainer", "promoter/trainer", method="jwt", credential_file=token
+        addr=vault.addr,
+        role="promoter-trainer",
+        secret_path="promoter/trainer",
+        auth_method="jwt",
+        credential_file=token,
     )
     with pytest.raises(VaultDenied):
         SecretStore(settings).read()
@@ -69,14 +79,14 @@ def test_approle_login_for_development_outside_a_cluster(vault: Vault, tmp_path:
     secret_id = vault.admin.auth.approle.generate_secret_id("promoter-trainer")["data"]["secret_id"]
     (tmp_path / "secret-id").write_text(secret_id)
     settings = VaultSettings(
-        vault.addr,
-        vault.role_ids["trainer"],
-        "promoter/trainer",
-        method="approle",
+        addr=vault.addr,
+        role=vault.role_ids["trainer"],
+        secret_path="promoter/trainer",
+        auth_method="approle",
         credential_file=tmp_path / "secret-id",
     )
     assert SecretStore(settings).get("mlflow_tracking_token") == vault.canaries["trainer"]
-    other = dataclasses.replace(settings, secret_path="promoter/server")  # same login, another path
+    other = settings.model_copy(update={"secret_path": "promoter/server"})  # same login, another path
     with pytest.raises(VaultDenied):
         SecretStore(other).read()
 
@@ -91,7 +101,11 @@ def test_a_token_expiring_mid_run_is_renewed_without_the_caller_noticing(
     secret_id = vault.admin.auth.approle.generate_secret_id("short-lived")["data"]["secret_id"]
     (tmp_path / "secret-id").write_text(secret_id)
     settings = VaultSettings(
-        vault.addr, role_id, "promoter/trainer", method="approle", credential_file=tmp_path / "secret-id"
+        addr=vault.addr,
+        role=role_id,
+        secret_path="promoter/trainer",
+        auth_method="approle",
+        credential_file=tmp_path / "secret-id",
     )
     store = SecretStore(settings, cache_seconds=0)  # every read goes to Vault with the current token
 
@@ -118,7 +132,9 @@ def test_vault_down_gives_a_clear_error_then_recovers(vault: Vault, tmp_path: Pa
     service_account, path = component(vault, "trainer")
     token = service_account_token(vault, service_account, tmp_path / "t.jwt")
     addr = f"http://127.0.0.1:{port}"
-    settings = VaultSettings(addr, "promoter-trainer", path, method="jwt", credential_file=token)
+    settings = VaultSettings(
+        addr=addr, role="promoter-trainer", secret_path=path, auth_method="jwt", credential_file=token
+    )
     store = SecretStore(settings, cache_seconds=0, retry_seconds=2)
     try:
         assert store.get("mlflow_tracking_token") == vault.canaries["trainer"]
@@ -139,15 +155,38 @@ def test_vault_down_gives_a_clear_error_then_recovers(vault: Vault, tmp_path: Pa
         subprocess.run(["pkill", "-f", f"promoter.local.proxy {port}"], check=False)
 
 
-def test_settings_name_what_is_missing_and_secrets_never_appear_in_errors(
-    vault: Vault, tmp_path: Path
+def test_settings_name_each_bad_variable_and_never_echo_its_value(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(VaultError, match="set VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH"):
-        VaultSettings.from_env({})
-    with pytest.raises(VaultError, match="VAULT_AUTH_METHOD must be"):
-        VaultSettings.from_env(
-            {"VAULT_ADDR": "x", "VAULT_ROLE": "r", "VAULT_SECRET_PATH": "p", "VAULT_AUTH_METHOD": "ldap"}
-        )
+    for name in ("VAULT_ADDR", "VAULT_SECRET_PATH", "VAULT_AUTH_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VAULT_ROLE", "")  # a manifest's empty value is no role
+    with pytest.raises(SettingsError) as unset:
+        VaultSettings.load()
+    assert str(unset.value) == "VAULT_ADDR is not set; VAULT_ROLE is not set; VAULT_SECRET_PATH is not set"
+
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
+    monkeypatch.setenv("VAULT_ROLE", "promoter-trainer")
+    monkeypatch.setenv("VAULT_SECRET_PATH", "promoter/trainer")
+    monkeypatch.setenv("VAULT_AUTH_METHOD", vault.canaries["trainer"])  # a secret in the wrong variable
+    with pytest.raises(SettingsError) as wrong:
+        SecretStore.from_env()
+    assert str(wrong.value) == "VAULT_AUTH_METHOD: Input should be 'kubernetes', 'jwt', 'approle' or 'token'"
+
+
+def test_serve_refuses_a_bad_vault_variable_by_name_without_a_traceback(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
+    monkeypatch.setenv("VAULT_ROLE", "promoter-server")
+    monkeypatch.setenv("VAULT_SECRET_PATH", "promoter/server")
+    monkeypatch.setenv("VAULT_AUTH_METHOD", "ldap")
+    result = run_cli("serve", "--model-uri", "models:/digits/1")
+    assert result.returncode == 2, result.stderr
+    assert "VAULT_AUTH_METHOD" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_keys_never_show_the_secrets_that_are_there(vault: Vault, tmp_path: Path) -> None:
     store = jwt_store(vault, "trainer", "trainer", tmp_path)
     with pytest.raises(VaultError) as missing:
         store.get("no_such_key")

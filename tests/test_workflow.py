@@ -14,7 +14,7 @@ from promoter.pipelines.local_executor import WorkflowError, run_workflow
 from promoter.pipelines.workflow import ClusterSettings, build_workflow
 from promoter.promotion.spec import load_promotion, parse_promotion
 
-from .conftest import EXAMPLES, run_cli
+from .conftest import EXAMPLES, REPO, run_cli
 
 
 def rendered(
@@ -154,6 +154,22 @@ def test_the_api_server_accepts_both_rendered_workflows(kube: Any, tmp_path: Pat
     )
     assert created["metadata"]["name"] == workflow["metadata"]["name"]
     assert created["spec"] == workflow["spec"]
+
+
+def test_render_runs_the_steps_as_the_trainer_of_the_vault_layout() -> None:
+    """The same roles.yaml the operator and `promoter vault-setup` read: one place to change them."""
+    trainer = yaml.safe_load((REPO / "manifests" / "vault" / "roles.yaml").read_text())["components"][
+        "trainer"
+    ]
+    result = run_cli("render", EXAMPLES / "digits" / "promotion.yaml")
+    assert result.returncode == 0, result.stderr
+    workflow = yaml.safe_load(result.stdout)
+    assert workflow["spec"]["serviceAccountName"] == trainer["serviceAccount"]
+    for step in ("train", "evaluate"):
+        env = {e["name"]: e["value"] for e in templates(workflow)[step]["script"]["env"]}
+        assert env["VAULT_ROLE"] == "promoter-trainer"
+        assert env["VAULT_SECRET_PATH"] == trainer["secretPath"]
+        assert env["VAULT_AUTH_METHOD"] == "kubernetes"
 
 
 def minimal_manifest(tasks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,16 +16,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import hvac
 import hvac.exceptions
 import requests
+from pydantic_settings import SettingsConfigDict
 
 from promoter.redaction import install_log_redaction, register_secret_value
+from promoter.settings import EnvSettings
 
 log = logging.getLogger("promoter.secrets")
 AuthMethod = Literal["kubernetes", "jwt", "approle", "token"]
@@ -53,36 +54,23 @@ class VaultUnavailable(VaultError):
     pass
 
 
-@dataclass(frozen=True)
-class VaultSettings:
-    """Where and who: never a secret itself (credentials are read from files, at login)."""
+class VaultSettings(EnvSettings):
+    """Where and who: never a secret itself (credentials are read from files, at login).
+
+    Read from Vault's own variables (VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH, VAULT_AUTH_METHOD,
+    VAULT_AUTH_MOUNT, VAULT_KV_MOUNT, VAULT_CREDENTIAL_FILE), the names the platform documents for
+    every component: each process is given its own component's values, and nothing else.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VAULT_")
 
     addr: str
     role: str  # the auth role (for AppRole: the role id)
     secret_path: str  # KV v2 path under `kv_mount`, e.g. promoter/trainer
-    method: AuthMethod = "kubernetes"
+    auth_method: AuthMethod = "kubernetes"
     auth_mount: str = ""  # default: the method's name
     kv_mount: str = "secret"
     credential_file: Path = SERVICE_ACCOUNT_TOKEN  # JWT, AppRole secret id or token, by method
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> VaultSettings:
-        env = os.environ if env is None else env
-        missing = [name for name in ("VAULT_ADDR", "VAULT_ROLE", "VAULT_SECRET_PATH") if not env.get(name)]
-        if missing:
-            raise VaultError(f"Vault is not configured: set {', '.join(missing)}")
-        method = env.get("VAULT_AUTH_METHOD", "kubernetes")
-        if method not in ("kubernetes", "jwt", "approle", "token"):
-            raise VaultError(f"VAULT_AUTH_METHOD must be kubernetes, jwt, approle or token, not {method!r}")
-        return cls(
-            addr=env["VAULT_ADDR"],
-            role=env["VAULT_ROLE"],
-            secret_path=env["VAULT_SECRET_PATH"],
-            method=method,  # type: ignore[arg-type]  # checked just above
-            auth_mount=env.get("VAULT_AUTH_MOUNT", ""),
-            kv_mount=env.get("VAULT_KV_MOUNT", "secret"),
-            credential_file=Path(env.get("VAULT_CREDENTIAL_FILE", str(SERVICE_ACCOUNT_TOKEN))),
-        )
 
 
 _TRANSIENT = (
@@ -122,7 +110,8 @@ class SecretStore:
 
     @classmethod
     def from_env(cls) -> SecretStore:
-        return cls(VaultSettings.from_env())
+        """The store this process's Vault variables describe; a bad one raises `SettingsError`."""
+        return cls(VaultSettings.load())
 
     def get(self, key: str) -> str:
         secrets = self.read()
@@ -183,25 +172,27 @@ class SecretStore:
 
     def _login(self) -> None:
         settings = self.settings
-        mount = settings.auth_mount or settings.method
+        mount = settings.auth_mount or settings.auth_method
         try:
             credential = settings.credential_file.read_text().strip()
         except OSError as exc:
-            raise VaultError(f"cannot read the {settings.method} credential file: {exc.strerror}") from None
+            raise VaultError(
+                f"cannot read the {settings.auth_method} credential file: {exc.strerror}"
+            ) from None
         auth = self._client.auth
         try:
-            if settings.method == "kubernetes":
+            if settings.auth_method == "kubernetes":
                 answer = auth.kubernetes.login(settings.role, credential, mount_point=mount)
-            elif settings.method == "jwt":
+            elif settings.auth_method == "jwt":
                 answer = auth.jwt.jwt_login(settings.role, credential, path=mount)
-            elif settings.method == "approle":
+            elif settings.auth_method == "approle":
                 answer = auth.approle.login(settings.role, credential, mount_point=mount)
             else:
                 self._client.token = credential
                 answer = {"auth": self._client.auth.token.lookup_self()["data"]}
                 answer["auth"]["lease_duration"] = answer["auth"]["ttl"]
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest, hvac.exceptions.Unauthorized):
-            raise VaultDenied(f"{settings.method} login as role {settings.role!r} was refused") from None
+            raise VaultDenied(f"{settings.auth_method} login as role {settings.role!r} was refused") from None
         self.logins += 1
         self._remember(answer["auth"]["lease_duration"], answer["auth"]["renewable"])
 

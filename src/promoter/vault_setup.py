@@ -1,13 +1,21 @@
-"""Apply the platform's Vault policies and auth roles (`manifests/vault/`) to a Vault server.
+"""The platform's Vault layout (`manifests/vault/`): each component's role and secret path.
 
-An administrator's step, run with an admin token: `promoter vault-setup`. Idempotent: applying the
-same directory twice leaves the server as applying it once. Each component gets a policy reading
-only its own KV path and a role (Kubernetes, JWT and AppRole auth) that grants only that policy.
+`promoter vault-setup` applies it to a Vault server: an administrator's step, run with an admin
+token. Idempotent: applying the same directory twice leaves the server as applying it once. Each
+component gets a policy reading only its own KV path and a role (Kubernetes, JWT and AppRole auth)
+that grants only that policy.
+
+The operator reads the same layout to tell each workload which role and path are its own (the
+trainer's for Workflow steps, the load tester's for load-test Jobs). `manifests/vault` is the one
+source: the package ships those very files as package data (pyproject.toml maps `manifests` to
+`promoter.manifests`), so an operator image and `promoter render` read exactly what
+`promoter vault-setup` applies, and there is no copy to drift.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +23,10 @@ import hvac
 import yaml
 
 POLICY_PREFIX = "promoter-"
+TRAINER, LOADTESTER = "trainer", "loadtester"  # the components whose pods the operator starts
+# Where a pod's service-account token for Vault is projected (see `VaultLayout.pod`).
+TOKEN_VOLUME, TOKEN_DIRECTORY = "vault-token", "/var/run/secrets/vault"
+TOKEN_SECONDS = 3600  # the kubelet renews it before then; the secrets module reads it at each login
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,21 @@ class Component:
     @property
     def policy_name(self) -> str:
         return f"{POLICY_PREFIX}{self.name}"
+
+    @property
+    def role_name(self) -> str:
+        """The component's role in every auth method: named like the one policy it grants."""
+        return self.policy_name
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    """Who a pod of one component is: its service account and, with Vault, how it logs in there."""
+
+    service_account: str
+    env: dict[str, str] = field(default_factory=dict)
+    volumes: tuple[dict[str, Any], ...] = ()
+    volume_mounts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,42 @@ class VaultLayout:
     def subject(self, component: Component) -> str:
         """The `sub` claim of the component's service-account tokens."""
         return f"system:serviceaccount:{self.namespace}:{component.service_account}"
+
+    def component(self, name: str) -> Component:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise ValueError(f"roles.yaml has no component {name!r}")
+
+    def pod(self, name: str, vault_addr: str) -> PodIdentity:
+        """A pod of component `name`: its service account, its own Vault role and path, never a secret.
+
+        The pod logs in with the Kubernetes auth method. Its roles accept only tokens for the
+        layout's audience, which the default service-account token is not (its audience is the API
+        server), so the pod gets a projected token for that audience. Nothing here lets it act as
+        another component: its role is bound to its service account. Without `vault_addr` the pod
+        gets no Vault at all.
+        """
+        component = self.component(name)
+        if not vault_addr:
+            return PodIdentity(component.service_account)
+        env = {
+            "VAULT_ADDR": vault_addr,
+            "VAULT_AUTH_METHOD": "kubernetes",
+            "VAULT_ROLE": component.role_name,
+            "VAULT_SECRET_PATH": component.secret_path,
+            "VAULT_KV_MOUNT": self.kv_mount,
+            "VAULT_CREDENTIAL_FILE": f"{TOKEN_DIRECTORY}/token",
+        }
+        token = {"audience": self.audience, "path": "token", "expirationSeconds": TOKEN_SECONDS}
+        volume = {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+        mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIRECTORY, "readOnly": True}
+        return PodIdentity(component.service_account, env, (volume,), (mount,))
+
+
+def packaged_layout_directory() -> Path:
+    """manifests/vault as installed with the package (see the module's docstring)."""
+    return Path(str(resources.files("promoter.manifests").joinpath("vault")))
 
 
 def load_layout(directory: Path) -> VaultLayout:
@@ -88,16 +151,16 @@ def apply_layout(
     role_ids = {}
     for component in layout.components:
         client.auth.approle.create_or_update_approle(
-            component.policy_name, token_policies=[component.policy_name], **ttl
+            component.role_name, token_policies=[component.policy_name], **ttl
         )
-        role_ids[component.name] = client.auth.approle.read_role_id(component.policy_name)["data"]["role_id"]
+        role_ids[component.name] = client.auth.approle.read_role_id(component.role_name)["data"]["role_id"]
 
     if jwt_public_keys:
         _enable(client, "jwt", "jwt")
         client.auth.jwt.configure(jwt_validation_pubkeys=jwt_public_keys, bound_issuer=jwt_issuer, path="jwt")
         for component in layout.components:
             client.auth.jwt.create_role(
-                component.policy_name,
+                component.role_name,
                 user_claim="sub",
                 allowed_redirect_uris=[],
                 role_type="jwt",
@@ -113,7 +176,7 @@ def apply_layout(
         client.auth.kubernetes.configure(kubernetes_host, kubernetes_ca_cert=kubernetes_ca_pem)
         for component in layout.components:
             client.auth.kubernetes.create_role(
-                component.policy_name,
+                component.role_name,
                 bound_service_account_names=[component.service_account],
                 bound_service_account_namespaces=[layout.namespace],
                 audience=layout.audience,

@@ -14,7 +14,10 @@ PANEL = "Cluster"
 
 @app.command("vault-setup", rich_help_panel=PANEL)
 def vault_setup(
-    directory: Annotated[Path, typer.Option(help="Policies and roles to apply.")] = Path("manifests/vault"),
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Policies and roles to apply. Default: manifests/vault, as packaged."),
+    ] = None,
     kubernetes_host: Annotated[
         str | None, typer.Option(help="API server URL for the Kubernetes auth method (in-cluster logins).")
     ] = None,
@@ -31,10 +34,11 @@ def vault_setup(
 
     import hvac
 
-    from promoter.vault_setup import apply_layout, load_layout
+    from promoter.vault_setup import apply_layout, load_layout, packaged_layout_directory
 
     if not os.environ.get("VAULT_ADDR") or not os.environ.get("VAULT_TOKEN"):
         refuse("set VAULT_ADDR and an admin VAULT_TOKEN")
+    directory = directory or packaged_layout_directory()
     try:
         layout = load_layout(directory)
         ca = kubernetes_ca_file.read_text() if kubernetes_ca_file else None
@@ -72,34 +76,40 @@ def operator(
         int,
         typer.Option(
             min=1,
-            envvar="PROMOTER_PEERING_LIFETIME",
+            envvar="PROMOTER_OPERATOR_PEERING_LIFETIME",
             help="Seconds a replica that stopped answering still counts as alive.",
         ),
     ] = 60,
-    liveness_port: Annotated[int, typer.Option(envvar="PROMOTER_LIVENESS_PORT")] = 8080,
-    metrics_port: Annotated[int, typer.Option(envvar="PROMOTER_METRICS_PORT")] = 9090,
+    liveness_port: Annotated[int, typer.Option(envvar="PROMOTER_OPERATOR_LIVENESS_PORT")] = 8080,
+    metrics_port: Annotated[int, typer.Option(envvar="PROMOTER_OPERATOR_METRICS_PORT")] = 9090,
     host: Annotated[str, typer.Option(envvar="PROMOTER_OPERATOR_HOST")] = "0.0.0.0",
 ) -> None:
     """Run the Kubernetes operator: drive every ModelPromotion through Argo Workflows and Argo
     Rollouts, with status, Events, JSON logs, /healthz and Prometheus metrics.
 
-    Cluster settings come from the environment: PROMOTER_IMAGE, MLFLOW_TRACKING_URI,
-    PROMOTER_PIPELINE_SERVICE_ACCOUNT, PROMOTER_LOADTEST_SERVICE_ACCOUNT, PROMOTER_SERVICE_URL,
-    PROMOTER_RECONCILE_SECONDS, and VAULT_ADDR/VAULT_ROLE/VAULT_SECRET_PATH.
+    Cluster settings come from the environment: PROMOTER_OPERATOR_IMAGE, MLFLOW_TRACKING_URI,
+    PROMOTER_OPERATOR_SERVICE_URL, PROMOTER_OPERATOR_RECONCILE_SECONDS,
+    PROMOTER_OPERATOR_VAULT_LAYOUT, and the operator's own VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH.
+    Its pods get their own component's Vault role and path (manifests/vault/roles.yaml).
     """
     from promoter.operator.run import OperatorOptions, run_operator
+    from promoter.operator.settings import OperatorSettings
+    from promoter.settings import SettingsError
 
-    run_operator(
-        OperatorOptions(
-            namespaces=tuple(namespace or ()),
-            peering=peering or None,
-            priority=priority,
-            peering_lifetime=peering_lifetime,
-            liveness_port=liveness_port,
-            metrics_port=metrics_port,
-            host=host,
-        )
+    options = OperatorOptions(
+        namespaces=tuple(namespace or ()),
+        peering=peering or None,
+        priority=priority,
+        peering_lifetime=peering_lifetime,
+        liveness_port=liveness_port,
+        metrics_port=metrics_port,
+        host=host,
     )
+    try:
+        # both read at start: the operator's settings, then its own Vault settings (run_operator)
+        run_operator(options, OperatorSettings.load())
+    except SettingsError as exc:
+        refuse(str(exc))
 
 
 @app.command("load-test", rich_help_panel=PANEL)

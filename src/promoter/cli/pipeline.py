@@ -131,25 +131,36 @@ def render(
         str, typer.Option(help="Vault as seen from the pods.")
     ] = "http://vault.vault.svc:8200",
     vault_role: Annotated[
-        str, typer.Option(help="The steps' Vault role (manifests/vault).")
-    ] = "promoter-trainer",
-    vault_secret_path: Annotated[str, typer.Option(help="The steps' KV path.")] = "promoter/trainer",
+        str | None, typer.Option(help="The steps' Vault role. Default: the trainer's (manifests/vault).")
+    ] = None,
+    vault_secret_path: Annotated[
+        str | None, typer.Option(help="The steps' KV path. Default: the trainer's (manifests/vault).")
+    ] = None,
 ) -> None:
     """Print the Argo Workflow (YAML) that trains and evaluates the candidate in a cluster (for a
     registered version, `source.modelVersion`: that evaluates the version only).
 
     Steps get a Vault address, role and path, never a secret: they log in with their service account.
+    Role, path and service account are the trainer's in manifests/vault/roles.yaml, as the operator's.
     """
     from promoter.pipelines.workflow import ClusterSettings, build_workflow
+    from promoter.vault_setup import TRAINER, load_layout, packaged_layout_directory
 
     promotion = load_spec(spec)
     defaults = ClusterSettings()
-    vault = {"VAULT_ADDR": vault_addr, "VAULT_ROLE": vault_role, "VAULT_SECRET_PATH": vault_secret_path}
+    trainer = load_layout(packaged_layout_directory()).pod(TRAINER, vault_addr)
+    vault = dict(trainer.env)  # empty with --vault-addr '': steps without Vault
+    if vault:
+        vault["VAULT_ROLE"] = vault_role or vault["VAULT_ROLE"]
+        vault["VAULT_SECRET_PATH"] = vault_secret_path or vault["VAULT_SECRET_PATH"]
     settings = ClusterSettings(
         image=image or defaults.image,
         namespace=namespace,
+        service_account=trainer.service_account,
         tracking_uri=tracking_uri or defaults.tracking_uri,
-        env=vault | {"VAULT_AUTH_METHOD": "kubernetes"},
+        env=vault,
+        volumes=trainer.volumes,
+        volume_mounts=trainer.volume_mounts,
     )
     sys.stdout.write(build_workflow(promotion, settings).to_yaml())
 

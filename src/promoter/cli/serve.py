@@ -53,7 +53,6 @@ def serve(
     workdir: WorkdirOpt = None,
 ) -> None:
     """Serve one exact model version over HTTP: JSON, Open Inference Protocol (V2), /metrics."""
-    import dataclasses
     import os
     import shutil
     import tempfile
@@ -62,12 +61,15 @@ def serve(
 
     from promoter.pipelines.tracking import configure_tracking, resolve_workdir
     from promoter.secrets import VaultError, load_process_secrets
-    from promoter.serving.app import ServeSettings
     from promoter.serving.metrics import MULTIPROC_ENV
     from promoter.serving.model import ModelResolutionError, resolve
+    from promoter.serving.settings import ServeSettings
+    from promoter.settings import SettingsError
 
     try:
         load_process_secrets()
+    except SettingsError as exc:
+        refuse(str(exc))
     except VaultError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
@@ -100,7 +102,7 @@ def serve(
         Path(directory).mkdir(parents=True)
         os.environ[MULTIPROC_ENV] = directory
         ready_dir = tempfile.mkdtemp(prefix="promoter-ready-")
-        settings = dataclasses.replace(settings, workers=workers, ready_dir=ready_dir)
+        settings = settings.model_copy(update={"workers": workers, "ready_dir": ready_dir})
     os.environ.update(settings.to_env())
     uvicorn.run(
         "promoter.serving.app:create_app_from_env",
