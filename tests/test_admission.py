@@ -1,0 +1,195 @@
+"""Admission of ModelPromotions by the real API server of the test bed, calling the operator's webhook
+over TLS on loopback (tests/admission_webhook.py), driven with the real kubectl."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from promoter.crd import GROUP, PLURAL, VERSION
+from promoter.operator.argo_rollouts import MODEL_URI_ENV
+
+from .admission_webhook import Webhook
+from .invalid_specs import INVALID_SPECS, InvalidSpec, example
+
+# Admitted by the webhook, not reconciled by its operator: admission alone is under test there.
+QUIET_NAMESPACE = "promoter"
+
+
+def _manifest(document: dict[str, Any], namespace: str) -> str:
+    document["metadata"]["namespace"] = namespace
+    return yaml.safe_dump(document)
+
+
+def _get(kube: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    objects: Any = client.CustomObjectsApi(kube)
+    try:
+        found: dict[str, Any] = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
+
+
+def _created(webhook: Webhook, name: str, namespace: str = QUIET_NAMESPACE) -> str:
+    document = example()
+    document["metadata"]["name"] = name
+    applied = webhook.kubectl("apply", "-f", "-", stdin=_manifest(document, namespace))
+    assert applied.returncode == 0, applied.stderr
+    return applied.stderr
+
+
+@pytest.mark.parametrize("case", INVALID_SPECS, ids=[case.id for case in INVALID_SPECS])
+def test_kubectl_apply_of_an_invalid_spec_is_refused_naming_the_field(
+    kube: Any, admission_webhook: Webhook, case: InvalidSpec
+) -> None:
+    """Refused by the webhook (promoter.validation) or, for what the schema alone sees, by the CRD's
+    schema before it: either way `kubectl apply` fails, names the field and stores nothing."""
+    name = f"invalid-{case.id}"[:63]
+    applied = admission_webhook.kubectl(
+        "apply", "-f", "-", stdin=_manifest(case.document(name), QUIET_NAMESPACE)
+    )
+    assert applied.returncode != 0
+    assert case.field in applied.stderr, applied.stderr
+    assert _get(kube, QUIET_NAMESPACE, name) is None
+
+
+def test_a_malformed_gate_value_is_refused_at_admission(kube: Any, admission_webhook: Webhook) -> None:
+    """A gate is a number or {min, enforce}: the CRD's structural schema cannot say so, the webhook
+    does (this was a known gap: such a spec used to be stored, and failed only in the operator)."""
+    document = example()
+    document["metadata"]["name"] = "gate-word"
+    document["spec"]["gates"]["absolute"]["accuracy"] = "high"
+    applied = admission_webhook.kubectl("apply", "-f", "-", stdin=_manifest(document, QUIET_NAMESPACE))
+    assert applied.returncode != 0
+    assert 'admission webhook "validate.modelpromotions.mlops.promoter.dev" denied' in applied.stderr
+    assert "spec.gates.absolute.accuracy" in applied.stderr, applied.stderr
+    assert _get(kube, QUIET_NAMESPACE, "gate-word") is None
+
+
+def test_a_promotion_whose_rollout_does_not_exist_yet_is_admitted_with_a_warning(
+    admission_webhook: Webhook,
+) -> None:
+    """GitOps may apply the promotion before its Rollout: a warning, not a refusal."""
+    warnings = _created(admission_webhook, "early-bird")
+    assert f"Warning: Rollout digits-serving not found in namespace {QUIET_NAMESPACE}" in warnings, warnings
+
+
+def test_the_spec_is_immutable_but_metadata_and_status_still_change(
+    kube: Any, admission_webhook: Webhook
+) -> None:
+    from kubernetes import client
+
+    _created(admission_webhook, "frozen")
+    patch = {"spec": {"gates": {"absolute": {"accuracy": 0.5}}}}
+    edited = admission_webhook.kubectl(
+        "-n", QUIET_NAMESPACE, "patch", "mp", "frozen", "--type=merge", "-p", json.dumps(patch)
+    )
+    assert edited.returncode != 0
+    assert "spec is immutable" in edited.stderr and "spec.gates.absolute.accuracy" in edited.stderr
+    stored = _get(kube, QUIET_NAMESPACE, "frozen")
+    assert stored is not None and stored["spec"]["gates"]["absolute"]["accuracy"] == 0.95
+
+    labelled = admission_webhook.kubectl("-n", QUIET_NAMESPACE, "label", "mp", "frozen", "team=vision")
+    assert labelled.returncode == 0, labelled.stderr
+    status = {"status": {"phase": "Training", "reason": "WorkflowSubmitted"}}
+    client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
+        GROUP, VERSION, QUIET_NAMESPACE, PLURAL, "frozen", status
+    )
+    stored = _get(kube, QUIET_NAMESPACE, "frozen")
+    assert stored is not None
+    assert stored["metadata"]["labels"] == {"team": "vision"} and stored["status"]["phase"] == "Training"
+
+
+def _rollout(name: str) -> dict[str, Any]:
+    server = {
+        "name": "server",
+        "image": "promoter:test",
+        "env": [{"name": MODEL_URI_ENV, "value": "models:/digits/1"}],
+    }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [server]}},
+            "strategy": {
+                "blueGreen": {
+                    "activeService": f"{name}-active",
+                    "previewService": f"{name}-preview",
+                    "autoPromotionEnabled": False,
+                }
+            },
+        },
+    }
+
+
+def _service(name: str, app: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"selector": {"app": app}, "ports": [{"port": 8080}]}}
+
+
+def _until(what: str, check: Any, webhook: Webhook, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}; operator log: {webhook.log.read_text()[-3000:]}")
+
+
+def test_the_operator_waits_for_a_missing_rollout_and_starts_once_it_exists(
+    kube: Any, admission_webhook: Webhook
+) -> None:
+    """The example applied as it is, before its Rollout: a status and a Warning Event that say which
+    Rollout is missing where (not a traceback every round); then it trains once the Rollout exists."""
+    from kubernetes import client
+
+    namespace = admission_webhook.namespace
+    document = example()
+    document["metadata"]["name"] = "waits-for-rollout"
+    document["spec"]["rollout"]["name"] = "late-serving"
+    applied = admission_webhook.kubectl("apply", "-f", "-", stdin=_manifest(document, namespace))
+    assert applied.returncode == 0, applied.stderr
+
+    def status() -> dict[str, Any]:
+        found = _get(kube, namespace, "waits-for-rollout") or {}
+        return dict(found.get("status") or {})
+
+    waiting = _until(
+        "the RolloutNotFound status", lambda: status().get("reason") == "RolloutNotFound", admission_webhook
+    )
+    assert waiting
+    assert status()["phase"] == "Pending"
+    assert status()["message"] == f"Rollout late-serving not found in namespace {namespace}"
+    core: Any = client.CoreV1Api(kube)
+    events = core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=waits-for-rollout"
+    ).items
+    assert [(e.type, e.reason) for e in events] == [("Warning", "RolloutNotFound")]
+    assert "late-serving" in events[0].message and namespace in events[0].message
+    time.sleep(2)  # a few more rounds: still waiting, quietly
+    assert "Traceback" not in admission_webhook.log.read_text()
+
+    core.create_namespaced_service(namespace, _service("late-serving-active", "late-serving"))
+    core.create_namespaced_service(namespace, _service("late-serving-preview", "late-serving"))
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "rollouts", _rollout("late-serving")
+    )
+    _until("training to start", lambda: status().get("phase") == "Training", admission_webhook)
+    assert status()["reason"] == "WorkflowSubmitted"
+    objects: Any = client.CustomObjectsApi(kube)
+    workflow = objects.get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows", "waits-for-rollout-train"
+    )
+    assert workflow["metadata"]["labels"]["mlops.promoter.dev/promotion"] == "waits-for-rollout"
