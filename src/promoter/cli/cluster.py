@@ -154,7 +154,9 @@ def webhook_cert(
         issue_webhook_certificate(host, days=days).write(out_dir)
     except OSError as exc:
         refuse(f"--out: cannot write {out_dir}: {exc.strerror}")
-    out.print(f"wrote {out_dir}/ca.crt, tls.crt and tls.key for {', '.join(host)}", highlight=False)
+    out.print(
+        f"wrote {out_dir}/ca.crt, tls.crt and tls.key for {', '.join(host)}", highlight=False, soft_wrap=True
+    )
 
 
 @app.command("load-test", rich_help_panel=PANEL)
