@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator.argo_rollouts import MODEL_URI_ENV
 
 from .admission_webhook import Webhook
+from .conftest import run_cli
 from .invalid_specs import INVALID_SPECS, InvalidSpec, example
 
 # Admitted by the webhook, not reconciled by its operator: admission alone is under test there.
@@ -212,3 +214,38 @@ def test_the_operator_waits_for_a_missing_rollout_and_starts_once_it_exists(
         "argoproj.io", "v1alpha1", namespace, "workflows", "waits-for-rollout-train"
     )
     assert workflow["metadata"]["labels"]["mlops.promoter.dev/promotion"] == "waits-for-rollout"
+
+
+# --- the webhook's certificate and options, without a cluster
+
+
+def test_webhook_cert_issues_a_ca_and_a_certificate_it_signs_for_each_host(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    made = run_cli("webhook-cert", "--host", "promoter-operator-webhook.promoter.svc", "--host", "127.0.0.1",
+                   "--out", tmp_path / "tls")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ca = x509.load_pem_x509_certificate((tmp_path / "tls" / "ca.crt").read_bytes())
+    served = x509.load_pem_x509_certificate((tmp_path / "tls" / "tls.crt").read_bytes())
+    served.verify_directly_issued_by(ca)
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["promoter-operator-webhook.promoter.svc"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert (tmp_path / "tls" / "tls.key").stat().st_mode & 0o077 == 0  # the key is its owner's only
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--webhook-port", "9443"], "--webhook-cert and --webhook-key"),
+        (["--webhook-port", "9443", "--webhook-cert", "missing.crt", "--webhook-key", "missing.key"],
+         "--webhook-cert: missing.crt"),
+    ],
+    ids=["no-certificate", "missing-files"],
+)  # fmt: skip
+def test_the_operator_refuses_a_webhook_it_cannot_serve(
+    tmp_path: Path, options: list[str], named: str
+) -> None:
+    refused = run_cli("operator", *options, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert named in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
