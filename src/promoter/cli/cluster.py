@@ -83,18 +83,18 @@ def operator(
         int,
         typer.Option(
             min=0,
-            envvar="PROMOTER_WEBHOOK_PORT",
+            envvar="PROMOTER_OPERATOR_WEBHOOK_PORT",
             help="Serve the admission webhook (HTTPS) on this port; 0: no webhook. "
             "Needs --webhook-cert and --webhook-key.",
         ),
     ] = 0,
     webhook_cert: Annotated[
         Path | None,
-        typer.Option(envvar="PROMOTER_WEBHOOK_CERT", help="The webhook's TLS certificate (PEM)."),
+        typer.Option(envvar="PROMOTER_OPERATOR_WEBHOOK_CERT", help="The webhook's TLS certificate (PEM)."),
     ] = None,
     webhook_key: Annotated[
         Path | None,
-        typer.Option(envvar="PROMOTER_WEBHOOK_KEY", help="The webhook's TLS private key (PEM)."),
+        typer.Option(envvar="PROMOTER_OPERATOR_WEBHOOK_KEY", help="The webhook's TLS private key (PEM)."),
     ] = None,
 ) -> None:
     """Run the Kubernetes operator: drive every ModelPromotion through Argo Workflows and Argo
