@@ -154,10 +154,13 @@ def admission_webhook(
         **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
         "KUBECONFIG": str(control_plane.kubeconfig),
         "MLFLOW_TRACKING_URI": tracking_uri(workdir),
-        "PROMOTER_SERVICE_URL": "http://127.0.0.1:9/{namespace}/{service}",  # nothing serves here
-        "PROMOTER_RECONCILE_SECONDS": "0.5",
-        "PROMOTER_IMAGE": "promoter:test",
     }
+    # Named with and without the PROMOTER_OPERATOR_ prefix of the operator's settings (being renamed
+    # in parallel): drop the unprefixed ones once that rename is merged.
+    for prefix in ("PROMOTER_", "PROMOTER_OPERATOR_"):
+        env[f"{prefix}SERVICE_URL"] = "http://127.0.0.1:9/{namespace}/{service}"  # nothing serves here
+        env[f"{prefix}RECONCILE_SECONDS"] = "0.5"
+        env[f"{prefix}IMAGE"] = "promoter:test"
     process = subprocess.Popen(
         [
             str(PROMOTER), "operator", "--namespace", NAMESPACE, "--peering", "", "--host", "127.0.0.1",
