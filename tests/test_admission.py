@@ -169,51 +169,76 @@ def _until(what: str, check: Any, webhook: Webhook, timeout: float = 120) -> Any
     raise TimeoutError(f"timed out waiting for {what}; operator log: {webhook.log.read_text()[-3000:]}")
 
 
-def test_the_operator_waits_for_a_missing_rollout_and_starts_once_it_exists(
+def _at_deploying(version: str) -> dict[str, Any]:
+    """The status of a promotion whose candidate passed its gates and is to be deployed now."""
+    from promoter.promotion.status import utc_now
+
+    entered = {"phase": "Deploying", "at": utc_now().isoformat(), "reason": "GatesPassed", "message": "gated"}
+    return {
+        "status": {
+            "phase": "Deploying",
+            "reason": "GatesPassed",
+            "message": "gated",
+            "runId": "run-1",
+            "modelVersion": version,
+            "history": [entered],
+        }
+    }
+
+
+def test_the_operator_waits_for_a_missing_rollout_and_deploys_once_it_exists(
     kube: Any, admission_webhook: Webhook
 ) -> None:
-    """The example applied as it is, before its Rollout: a status and a Warning Event that say which
-    Rollout is missing where (not a traceback every round); then it trains once the Rollout exists."""
+    """A promotion about to deploy to a Rollout that is not there (applied before it, or deleted):
+    a status and a Warning Event that say which Rollout is missing where, not a traceback every
+    round; once the Rollout exists, the candidate is deployed to it."""
     from kubernetes import client
 
-    namespace = admission_webhook.namespace
+    namespace, name = admission_webhook.namespace, "waits-for-rollout"
+    objects: Any = client.CustomObjectsApi(kube)
     document = example()
-    document["metadata"]["name"] = "waits-for-rollout"
+    document["metadata"]["name"] = name
     document["spec"]["rollout"]["name"] = "late-serving"
     applied = admission_webhook.kubectl("apply", "-f", "-", stdin=_manifest(document, namespace))
     assert applied.returncode == 0, applied.stderr
+    # Whatever the operator did with it meanwhile, it resumes from the status: Deploying version 2.
+    objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, _at_deploying("2"))
 
     def status() -> dict[str, Any]:
-        found = _get(kube, namespace, "waits-for-rollout") or {}
+        found = _get(kube, namespace, name) or {}
         return dict(found.get("status") or {})
 
-    waiting = _until(
+    _until(
         "the RolloutNotFound status", lambda: status().get("reason") == "RolloutNotFound", admission_webhook
     )
-    assert waiting
-    assert status()["phase"] == "Pending"
+    assert status()["phase"] == "Deploying"
     assert status()["message"] == f"Rollout late-serving not found in namespace {namespace}"
     core: Any = client.CoreV1Api(kube)
-    events = core.list_namespaced_event(
-        namespace, field_selector="involvedObject.name=waits-for-rollout"
-    ).items
-    assert [(e.type, e.reason) for e in events] == [("Warning", "RolloutNotFound")]
-    assert "late-serving" in events[0].message and namespace in events[0].message
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    warnings = [e for e in events if (e.type, e.reason) == ("Warning", "RolloutNotFound")]
+    assert (
+        len(warnings) == 1
+        and f"Rollout late-serving not found in namespace {namespace}" in warnings[0].message
+    )
     time.sleep(2)  # a few more rounds: still waiting, quietly
+    assert status()["reason"] == "RolloutNotFound"
     assert "Traceback" not in admission_webhook.log.read_text()
 
     core.create_namespaced_service(namespace, _service("late-serving-active", "late-serving"))
     core.create_namespaced_service(namespace, _service("late-serving-preview", "late-serving"))
-    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+    objects.create_namespaced_custom_object(
         "argoproj.io", "v1alpha1", namespace, "rollouts", _rollout("late-serving")
     )
-    _until("training to start", lambda: status().get("phase") == "Training", admission_webhook)
-    assert status()["reason"] == "WorkflowSubmitted"
-    objects: Any = client.CustomObjectsApi(kube)
-    workflow = objects.get_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", "waits-for-rollout-train"
-    )
-    assert workflow["metadata"]["labels"]["mlops.promoter.dev/promotion"] == "waits-for-rollout"
+
+    def deployed() -> bool:
+        rollout = objects.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, "rollouts", "late-serving"
+        )
+        env = rollout["spec"]["template"]["spec"]["containers"][0].get("env") or []
+        return {"name": MODEL_URI_ENV, "value": "models:/digits/2"} in env
+
+    _until("the candidate on the Rollout's preview", deployed, admission_webhook)
+    assert (status()["phase"], status()["reason"]) == ("Deploying", "GatesPassed")
 
 
 # --- the webhook's certificate and options, without a cluster
