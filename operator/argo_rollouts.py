@@ -13,8 +13,11 @@ import copy
 from typing import Any, Protocol
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from promoter.operator.cluster import not_found
 from promoter.promotion.engine import PreviewObservation
+from promoter.promotion.ports import RolloutNotFound
 from promoter.serving.client import served_version
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
@@ -80,6 +83,23 @@ def _preview_service(rollout: dict[str, Any]) -> str:
     return str(service)
 
 
+def blue_green_rollout(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The Rollout as stored. RolloutNotFound (naming it and its namespace) when there is none yet:
+    the promotion waits for it; RolloutError when it cannot take part as it is."""
+    objects: Any = client.CustomObjectsApi(api)
+    try:
+        rollout: dict[str, Any] = objects.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
+    except ApiException as exc:
+        if not_found(exc):
+            raise RolloutNotFound(f"Rollout {name} not found in namespace {namespace}") from None
+        raise
+    if "blueGreen" not in rollout["spec"].get("strategy", {}):
+        raise RolloutError(f"Rollout {name} does not use the blueGreen strategy")
+    return rollout
+
+
 class ArgoRollouts:
     def __init__(self, api: client.ApiClient, namespace: str, probe: ServiceProbe) -> None:
         self.objects: Any = client.CustomObjectsApi(api)
@@ -87,12 +107,7 @@ class ArgoRollouts:
         self.probe = probe
 
     def get(self, name: str) -> dict[str, Any]:
-        rollout: dict[str, Any] = self.objects.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name
-        )
-        if "blueGreen" not in rollout["spec"].get("strategy", {}):
-            raise RolloutError(f"Rollout {name} does not use the blueGreen strategy")
-        return rollout
+        return blue_green_rollout(self.objects.api_client, self.namespace, name)
 
     def template_uri(self, rollout: dict[str, Any]) -> str | None:
         env = _server(rollout["spec"]["template"]["spec"]).get("env") or []

@@ -6,6 +6,7 @@ Event names are derived from the transition's place in the history: a transition
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client
@@ -22,12 +23,18 @@ COMPONENT = "promoter-operator"
 
 
 def event_manifest(ref: PromotionRef, index: int, transition: Transition) -> dict[str, Any]:
-    at = transition.at.isoformat()
+    kind = "Warning" if transition.phase in WARNING_PHASES else "Normal"
+    message = f"{transition.phase}: {transition.message}" if transition.message else transition.phase
+    name = f"{ref.name}.{index:03d}-{transition.phase.lower()}"
+    return _manifest(ref, name, kind, transition.reason, message, transition.at)
+
+
+def _manifest(
+    ref: PromotionRef, name: str, kind: str, reason: str, message: str, at_time: datetime
+) -> dict[str, Any]:
+    at = at_time.isoformat()
     return {
-        "metadata": {
-            "name": f"{ref.name}.{index:03d}-{transition.phase.lower()}",
-            "namespace": ref.namespace,
-        },
+        "metadata": {"name": name, "namespace": ref.namespace},
         "involvedObject": {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
@@ -35,9 +42,9 @@ def event_manifest(ref: PromotionRef, index: int, transition: Transition) -> dic
             "namespace": ref.namespace,
             "uid": ref.uid,
         },
-        "type": "Warning" if transition.phase in WARNING_PHASES else "Normal",
-        "reason": transition.reason,
-        "message": f"{transition.phase}: {transition.message}" if transition.message else transition.phase,
+        "type": kind,
+        "reason": reason,
+        "message": message,
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "firstTimestamp": at,
@@ -52,8 +59,20 @@ class EventRecorder:
         self.ref = ref
 
     def record(self, index: int, transition: Transition) -> None:
+        self._create(event_manifest(self.ref, index, transition))
+
+    def record_wait(self, index: int, reason: str, message: str, at: datetime) -> None:
+        """A Warning for a wait that is not a transition (e.g. RolloutNotFound), named after the
+        history entry it happened after: once per wait, not once per round."""
+        self._create(
+            _manifest(
+                self.ref, f"{self.ref.name}.{index:03d}-{reason.lower()}", "Warning", reason, message, at
+            )
+        )
+
+    def _create(self, manifest: dict[str, Any]) -> None:
         try:
-            self.core.create_namespaced_event(self.ref.namespace, event_manifest(self.ref, index, transition))
+            self.core.create_namespaced_event(self.ref.namespace, manifest)
         except ApiException as exc:
             if not already_exists(exc):
                 raise

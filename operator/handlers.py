@@ -8,6 +8,7 @@ left on a Rollout and deletes what it created (its Workflows and Jobs are also o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +22,14 @@ from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator import metrics
 from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
 from promoter.operator.argo_workflows import ArgoWorkflows
-from promoter.operator.cluster import PromotionRef, not_found
+from promoter.operator.cluster import PromotionRef
 from promoter.operator.events import EventRecorder
 from promoter.operator.load_test_jobs import JobLoadTests
 from promoter.operator.promotion_resource import PromotionResource, promotion_of, status_of
 from promoter.operator.settings import OperatorSettings
 from promoter.promotion.driver import Backends, reconcile
-from promoter.promotion.engine import refuse_spec
+from promoter.promotion.engine import ROLLOUT_NOT_FOUND, refuse_spec
+from promoter.promotion.ports import RolloutNotFound
 from promoter.promotion.spec import SpecError
 from promoter.promotion.status import Transition, utc_now
 from promoter.registry import MlflowRegistry
@@ -83,7 +85,13 @@ def reconcile_promotion(platform: ClusterPlatform, ref: PromotionRef) -> None:
         if decision.status != before:
             resource.save(decision.status)
     else:
+        before = resource.load()
         decision = reconcile(promotion, resource, platform.backends(ref))
+        if decision.status.reason == ROLLOUT_NOT_FOUND and before.reason != ROLLOUT_NOT_FOUND:
+            log.warning("%s/%s waits: %s", ref.namespace, ref.name, decision.status.message)
+            EventRecorder(platform.api, ref).record_wait(
+                len(decision.status.history), ROLLOUT_NOT_FOUND, decision.status.message, utc_now()
+            )
     report_transitions(platform, ref, resource, decision.status.history)
 
 
@@ -116,11 +124,8 @@ def clean_up(platform: ClusterPlatform, ref: PromotionRef, resource: dict[str, A
     status = status_of(resource)
     rollout = ((resource.get("spec") or {}).get("rollout") or {}).get("name")
     if rollout and status.phase in _PREVIEW_PHASES:
-        try:
+        with contextlib.suppress(RolloutNotFound):  # the Rollout is gone already: nothing to abort
             platform.rollouts(ref.namespace).abort(rollout)
-        except ApiException as exc:
-            if not not_found(exc):  # the Rollout is gone already: nothing to abort
-                raise
     platform.workflows(ref).delete_all()
     platform.load_tests(ref).delete_all()
 

@@ -2,8 +2,9 @@
 
 The status is written with the resourceVersion it was read at, so a second writer (a replica that
 should not be acting, or a person editing the status) makes the write fail instead of being lost.
-Humans approve or ask for a rollback with annotations; they are folded into the status on load, so
-the engine sees them exactly as it sees `promoter approve` locally.
+Humans approve or ask for a rollback with annotations; the admission webhook (admission.py) writes
+the record annotations below with the name the API server authenticated. They are folded into the
+status on load, so the engine sees them exactly as it sees `promoter approve` locally.
 """
 
 from __future__ import annotations
@@ -18,10 +19,32 @@ from promoter.promotion.spec import ModelPromotion, parse_promotion
 from promoter.promotion.status import PromotionStatus
 from promoter.validation import validate_promotion
 
+# What a user sets to ask (the webhook checks the custom RBAC verb and replaces it with the record)...
+APPROVE_ANNOTATION = "mlops.promoter.dev/approve"
+ROLLBACK_REQUEST_ANNOTATION = "mlops.promoter.dev/rollback"
+# ...and the record the operator reads: written by the webhook only, never by hand.
 APPROVED_BY_ANNOTATION = "mlops.promoter.dev/approved-by"
 ROLLBACK_ANNOTATION = "mlops.promoter.dev/rollback-requested-by"
 # The operator's own bookkeeping: how many history entries have been logged and posted as Events.
 EVENTS_ANNOTATION = "promoter.kopf.dev/events-recorded"
+
+
+def promotion_document(resource: dict[str, Any]) -> dict[str, Any]:
+    """What the spec model reads of a stored object: what the user wrote, without the API
+    server's bookkeeping (uid, managedFields, status)."""
+    metadata = resource.get("metadata") or {}
+    return {
+        "apiVersion": resource.get("apiVersion"),
+        "kind": resource.get("kind"),
+        "metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")},
+        "spec": resource.get("spec"),
+    }
+
+
+def origin_of(resource: dict[str, Any]) -> str:
+    """NAMESPACE/NAME, as error messages name a promotion."""
+    metadata = resource.get("metadata") or {}
+    return f"{metadata.get('namespace')}/{metadata.get('name') or metadata.get('generateName')}"
 
 
 def promotion_of(resource: dict[str, Any]) -> ModelPromotion:
@@ -31,18 +54,10 @@ def promotion_of(resource: dict[str, Any]) -> ModelPromotion:
     (InvalidSpec) before a Workflow is created. One under way was checked when it started and is only
     parsed: what it pinned (a revision, a data version) may since have moved on with a new operator
     image, and failing it half-way would strand its preview."""
-    metadata = resource.get("metadata") or {}
-    document = {
-        "apiVersion": resource.get("apiVersion"),
-        "kind": resource.get("kind"),
-        "metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")},
-        "spec": resource.get("spec"),
-    }
-    name = f"{metadata.get('namespace')}/{metadata.get('name')}"
-    promotion = parse_promotion(document, origin=name)
+    promotion = parse_promotion(promotion_document(resource), origin=origin_of(resource))
     if status_of(resource).phase != "Pending":
         return promotion
-    return validate_promotion(promotion, origin=name)
+    return validate_promotion(promotion, origin=origin_of(resource))
 
 
 def status_of(resource: dict[str, Any]) -> PromotionStatus:

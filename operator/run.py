@@ -1,13 +1,15 @@
 """`promoter operator`: kopf, wired with JSON logs, Prometheus metrics, a liveness probe and peering.
 
 Peering (a KopfPeering object, manifests/operator/peering.yaml) makes sure two replicas never act at
-once: the one with the lower priority pauses while another is alive.
+once: the one with the lower priority pauses while another is alive. With `--webhook-port` it also
+serves the admission webhook (admission.py); every replica does: the webhook holds no state.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -22,6 +24,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class WebhookOptions:
+    """Where the admission webhook listens, and the certificate it serves (the API server only calls
+    webhooks over HTTPS, checking the certificate against the configuration's caBundle)."""
+
+    port: int
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class OperatorOptions:
     namespaces: tuple[str, ...] = ()  # empty: every namespace (cluster-wide)
     peering: str | None = "promoter"  # None: standalone, for a single replica
@@ -30,6 +42,7 @@ class OperatorOptions:
     liveness_port: int = 8080
     metrics_port: int = 9090
     host: str = "0.0.0.0"
+    webhook: WebhookOptions | None = None  # None: no admission webhook (see admission.py)
 
 
 def kubernetes_api() -> client.ApiClient:
@@ -52,6 +65,10 @@ def run_operator(options: OperatorOptions, settings: OperatorSettings | None = N
     platform = cluster_platform(kubernetes_api(), settings)
     registry = kopf.OperatorRegistry()
     register(registry, platform)
+    if options.webhook is not None:
+        from promoter.operator.admission import register_admission
+
+        register_admission(registry, platform.api)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -66,6 +83,15 @@ def run_operator(options: OperatorOptions, settings: OperatorSettings | None = N
         settings.posting.level = logging.WARNING  # our own Events tell the story; kopf's only on trouble
         settings.peering.mandatory = options.peering is not None
         settings.peering.lifetime = options.peering_lifetime
+        if options.webhook is not None:
+            # Served only: the webhook configurations are installed with the manifests, so the
+            # operator needs no right to rewrite the cluster's admission chain.
+            settings.admission.server = kopf.WebhookServer(
+                addr=options.host,
+                port=options.webhook.port,
+                certfile=str(options.webhook.cert_file),
+                pkeyfile=str(options.webhook.key_file),
+            )
 
     start_http_server(options.metrics_port, addr=options.host)
     log.info(

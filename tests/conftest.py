@@ -12,6 +12,7 @@ import pytest
 
 from promoter.local.rollout import free_port
 
+from .admission_webhook import admission_webhook  # noqa: F401  (the webhook, for test_admission and test_rbac)
 from .kube import control_plane, kube  # noqa: F401  (session fixtures shared by several modules)
 from .openbao import vault  # noqa: F401
 

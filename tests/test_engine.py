@@ -11,6 +11,7 @@ from promoter.promotion.engine import (
     DECISION_OUTPUT,
     EVALUATION_RUN_OUTPUT,
     PREVIEW_DEADLINE,
+    ROLLOUT_NOT_FOUND,
     RUN_ID_OUTPUT,
     AbortPreview,
     Decision,
@@ -184,6 +185,34 @@ def test_a_crashed_preview_fails_and_is_torn_down() -> None:
     decision = step(at("Deploying"), Observation(preview=crashed))
     assert decision.status.phase == "Failed"
     assert isinstance(decision.actions[0], AbortPreview)
+
+
+MISSING = Observation(missing_rollout="Rollout digits-serving not found in namespace ml")
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Deploying"])
+def test_a_missing_rollout_waits_in_its_phase_saying_which_and_where(phase: Phase) -> None:
+    before = PromotionStatus() if phase == "Pending" else at(phase)
+    waiting = step(before, MISSING)
+    assert waiting.actions == ()
+    assert waiting.status.phase == phase and waiting.status.history == before.history
+    assert waiting.status.reason == ROLLOUT_NOT_FOUND
+    assert waiting.status.message == "Rollout digits-serving not found in namespace ml"
+    progressing = next(c for c in waiting.status.conditions if c.type == "Progressing")
+    assert (progressing.status, progressing.reason) == ("False", ROLLOUT_NOT_FOUND)
+    assert step(waiting.status, MISSING).status == waiting.status  # nothing new to save while it waits
+
+
+def test_a_promotion_proceeds_once_its_rollout_exists() -> None:
+    waiting = step(PromotionStatus(), MISSING).status
+    started = step(waiting)
+    assert started.status.phase == "Training" and started.actions == (RunWorkflow("p1-train"),)
+    assert started.status.reason == "WorkflowSubmitted"
+    deploying = step(at("Deploying"), MISSING).status
+    resumed = step(deploying, Observation(preview=PreviewObservation(None, ready=False)))
+    assert resumed.actions == (DeployPreview("2"),)
+    assert (resumed.status.reason, resumed.status.message) == ("test", "")
+    assert next(c for c in resumed.status.conditions if c.type == "Progressing").status == "True"
 
 
 @pytest.mark.parametrize(

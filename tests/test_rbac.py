@@ -1,5 +1,6 @@
 """The operator's RBAC (manifests/operator/rbac.yaml), judged by the real API server: requests made
-while impersonating the operator's ServiceAccount are allowed for its job and refused beyond it."""
+while impersonating the operator's ServiceAccount are allowed for its job and refused beyond it; and
+people's: an editor of promotions cannot approve them, an approver's approval names the approver."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import yaml
 
 from promoter.crd import GROUP, PLURAL, VERSION
 
+from .admission_webhook import Webhook
 from .conftest import EXAMPLES, REPO
 from .kube import impersonating
 
@@ -76,6 +78,7 @@ class Clients:
         self.batch: Any = client.BatchV1Api(api)
         self.rbac: Any = client.RbacAuthorizationV1Api(api)
         self.apps: Any = client.AppsV1Api(api)
+        self.authorization: Any = client.AuthorizationV1Api(api)
 
 
 def _promotion() -> dict[str, Any]:
@@ -99,6 +102,14 @@ ALLOWED: dict[str, Callable[[Clients], object]] = {
     "start a load-test job": lambda c: c.batch.create_namespaced_job(NAMESPACE, _job(), dry_run="All"),
     "delete a deleted promotion's jobs": lambda c: c.batch.delete_collection_namespaced_job(
         NAMESPACE, label_selector="mlops.promoter.dev/promotion=rbac-check", dry_run="All"
+    ),
+    "ask whether a user may approve (admission)": lambda c: c.authorization.create_subject_access_review(
+        {
+            "spec": {
+                "user": "alice",
+                "resourceAttributes": {"group": GROUP, "resource": PLURAL, "verb": "approve"},
+            }
+        }
     ),
 }
 
@@ -165,3 +176,112 @@ def test_argo_permissions_as_the_api_server_authorizes_them(
     }
     answer: Any = client.AuthorizationV1Api(kube).create_subject_access_review(review)
     assert answer.status.allowed is allowed
+
+
+# --- people: approving is a verb of its own, and the record names who the API server authenticated
+
+EDITOR, APPROVER = "eve", "alice"
+
+
+@pytest.fixture(scope="module")
+def people(kube: Any, operator: Any, admission_webhook: Webhook) -> Webhook:
+    """EDITOR holds promoter-editor and APPROVER promoter-approver in NAMESPACE; the webhook runs."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    rbac: Any = client.RbacAuthorizationV1Api(kube)
+    for user, role in ((EDITOR, "promoter-editor"), (APPROVER, "promoter-approver")):
+        binding = {
+            "metadata": {"name": f"{role}-{user}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }
+        try:
+            rbac.create_namespaced_role_binding(NAMESPACE, binding)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    return admission_webhook
+
+
+def _annotations(kube: Any, name: str) -> dict[str, str]:
+    from kubernetes import client
+
+    objects: Any = client.CustomObjectsApi(kube)
+    found = objects.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+    return dict(found["metadata"].get("annotations") or {})
+
+
+def _fresh_promotion(kube: Any, name: str) -> str:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    objects: Any = client.CustomObjectsApi(kube)
+    try:
+        objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    document = _promotion()
+    document["metadata"]["name"] = name
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, document)
+    return name
+
+
+DECISIONS = [
+    ("approve", "mlops.promoter.dev/approve", "mlops.promoter.dev/approved-by"),
+    ("rollback", "mlops.promoter.dev/rollback", "mlops.promoter.dev/rollback-requested-by"),
+]
+
+
+@pytest.mark.parametrize(("verb", "request_annotation", "record"), DECISIONS, ids=[d[0] for d in DECISIONS])
+def test_an_editor_cannot_approve_or_roll_back(
+    kube: Any, people: Webhook, verb: str, request_annotation: str, record: str
+) -> None:
+    name = _fresh_promotion(kube, f"editor-{verb}")
+    relabelled = people.kubectl("-n", NAMESPACE, "--as", EDITOR, "label", "mp", name, "team=vision")
+    assert relabelled.returncode == 0, relabelled.stderr  # an editor edits...
+    asked = people.kubectl(
+        "-n", NAMESPACE, "--as", EDITOR, "annotate", "mp", name, f"{request_annotation}=yes"
+    )
+    assert asked.returncode != 0  # ...but does not decide
+    assert f"{EDITOR} may not {verb}" in asked.stderr and f"verb '{verb}'" in asked.stderr, asked.stderr
+    annotations = _annotations(kube, name)
+    assert request_annotation not in annotations and record not in annotations
+
+
+@pytest.mark.parametrize(("verb", "request_annotation", "record"), DECISIONS, ids=[d[0] for d in DECISIONS])
+def test_an_approvers_decision_is_recorded_with_the_name_the_api_server_authenticated(
+    kube: Any, people: Webhook, verb: str, request_annotation: str, record: str
+) -> None:
+    name = _fresh_promotion(kube, f"approver-{verb}")
+    asked = people.kubectl(
+        "-n", NAMESPACE, "--as", APPROVER, "annotate", "mp", name, f"{request_annotation}=yes"
+    )
+    assert asked.returncode == 0, asked.stderr
+    annotations = _annotations(kube, name)
+    assert annotations[record] == APPROVER
+    assert request_annotation not in annotations  # the request is consumed: only the record stays
+    again = people.kubectl("-n", NAMESPACE, "annotate", "mp", name, f"{request_annotation}=yes")
+    assert again.returncode == 0 and f"by {APPROVER}: the record is kept" in again.stderr
+    assert _annotations(kube, name)[record] == APPROVER
+
+
+@pytest.mark.parametrize("user", [APPROVER, "admin"])
+@pytest.mark.parametrize(("verb", "request_annotation", "record"), DECISIONS, ids=[d[0] for d in DECISIONS])
+def test_nobody_writes_or_edits_a_record_by_hand(
+    kube: Any, people: Webhook, user: str, verb: str, request_annotation: str, record: str
+) -> None:
+    """Not an approver, not even the cluster admin (the test bed's `admin`, in system:masters)."""
+    name = _fresh_promotion(kube, f"forged-{verb}")
+    as_user = ["--as", user] if user != "admin" else []
+    forged = people.kubectl("-n", NAMESPACE, *as_user, "annotate", "mp", name, f"{record}={user}")
+    assert forged.returncode != 0
+    assert f"set {request_annotation} instead" in forged.stderr, forged.stderr
+    assert record not in _annotations(kube, name)
+    recorded = people.kubectl(
+        "-n", NAMESPACE, "--as", APPROVER, "annotate", "mp", name, f"{request_annotation}=yes"
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    removed = people.kubectl("-n", NAMESPACE, *as_user, "annotate", "mp", name, f"{record}-")
+    assert removed.returncode != 0 and _annotations(kube, name)[record] == APPROVER

@@ -83,6 +83,23 @@ def operator(
     liveness_port: Annotated[int, typer.Option(envvar="PROMOTER_OPERATOR_LIVENESS_PORT")] = 8080,
     metrics_port: Annotated[int, typer.Option(envvar="PROMOTER_OPERATOR_METRICS_PORT")] = 9090,
     host: Annotated[str, typer.Option(envvar="PROMOTER_OPERATOR_HOST")] = "0.0.0.0",
+    webhook_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="PROMOTER_OPERATOR_WEBHOOK_PORT",
+            help="Serve the admission webhook (HTTPS) on this port; 0: no webhook. "
+            "Needs --webhook-cert and --webhook-key.",
+        ),
+    ] = 0,
+    webhook_cert: Annotated[
+        Path | None,
+        typer.Option(envvar="PROMOTER_OPERATOR_WEBHOOK_CERT", help="The webhook's TLS certificate (PEM)."),
+    ] = None,
+    webhook_key: Annotated[
+        Path | None,
+        typer.Option(envvar="PROMOTER_OPERATOR_WEBHOOK_KEY", help="The webhook's TLS private key (PEM)."),
+    ] = None,
 ) -> None:
     """Run the Kubernetes operator: drive every ModelPromotion through Argo Workflows and Argo
     Rollouts, with status, Events, JSON logs, /healthz and Prometheus metrics.
@@ -92,10 +109,18 @@ def operator(
     PROMOTER_OPERATOR_VAULT_LAYOUT, and the operator's own VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH.
     Its pods get their own component's Vault role and path (manifests/vault/roles.yaml).
     """
-    from promoter.operator.run import OperatorOptions, run_operator
+    from promoter.operator.run import OperatorOptions, WebhookOptions, run_operator
     from promoter.operator.settings import OperatorSettings
     from promoter.settings import SettingsError
 
+    webhook = None
+    if webhook_port:
+        if webhook_cert is None or webhook_key is None:
+            refuse("--webhook-port needs --webhook-cert and --webhook-key (see `promoter webhook-cert`)")
+        for option, path in (("--webhook-cert", webhook_cert), ("--webhook-key", webhook_key)):
+            if not path.is_file():
+                refuse(f"{option}: {path} is not a readable file")
+        webhook = WebhookOptions(webhook_port, webhook_cert, webhook_key)
     options = OperatorOptions(
         namespaces=tuple(namespace or ()),
         peering=peering or None,
@@ -104,12 +129,44 @@ def operator(
         liveness_port=liveness_port,
         metrics_port=metrics_port,
         host=host,
+        webhook=webhook,
     )
     try:
         # both read at start: the operator's settings, then its own Vault settings (run_operator)
         run_operator(options, OperatorSettings.load())
     except SettingsError as exc:
         refuse(str(exc))
+
+
+@app.command("webhook-cert", rich_help_panel=PANEL)
+def webhook_cert(
+    host: Annotated[
+        list[str],
+        typer.Option(
+            "--host",
+            help="A name or address the API server dials the webhook at (repeatable), e.g. "
+            "promoter-operator-webhook.promoter.svc",
+        ),
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where ca.crt, tls.crt and tls.key go.")] = Path(
+        "webhook-tls"
+    ),
+    days: Annotated[int, typer.Option(min=1, help="Validity of the CA and the certificate.")] = 365,
+) -> None:
+    """Issue a CA and the admission webhook's certificate, for a cluster without cert-manager.
+
+    tls.crt and tls.key are what `promoter operator --webhook-cert/--webhook-key` serves; ca.crt is
+    the webhook configurations' caBundle (manifests/operator/admission.yaml).
+    """
+    from promoter.operator.webhook_certificates import issue_webhook_certificate
+
+    try:
+        issue_webhook_certificate(host, days=days).write(out_dir)
+    except OSError as exc:
+        refuse(f"--out: cannot write {out_dir}: {exc.strerror}")
+    out.print(
+        f"wrote {out_dir}/ca.crt, tls.crt and tls.key for {', '.join(host)}", highlight=False, soft_wrap=True
+    )
 
 
 @app.command("load-test", rich_help_panel=PANEL)

@@ -27,7 +27,7 @@ from promoter.promotion.engine import (
     decide,
     needs,
 )
-from promoter.promotion.ports import LoadTests, Registry, Rollouts, Workflows
+from promoter.promotion.ports import LoadTests, Registry, RolloutNotFound, Rollouts, Workflows
 from promoter.promotion.spec import ModelPromotion
 from promoter.promotion.status import PromotionStatus, Transition, utc_now
 
@@ -51,7 +51,15 @@ def load_test_key(promotion: ModelPromotion, version: str) -> str:
 
 
 def observe(promotion: ModelPromotion, status: PromotionStatus, backends: Backends) -> Observation:
-    """Observe what the engine says this round needs, and nothing else (each observation is I/O)."""
+    """Observe what the engine says this round needs, and nothing else (each observation is I/O).
+    A Rollout that does not exist yet is an observation too: the engine waits for it."""
+    try:
+        return _observe_needs(promotion, status, backends)
+    except RolloutNotFound as exc:
+        return Observation(missing_rollout=str(exc))
+
+
+def _observe_needs(promotion: ModelPromotion, status: PromotionStatus, backends: Backends) -> Observation:
     spec, wanted = promotion.spec, needs(promotion, status.phase)
     rollout = spec.rollout.name if spec.rollout else None
     registry = backends.registry

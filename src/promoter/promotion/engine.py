@@ -38,6 +38,7 @@ DECISION_OUTPUT = "evaluate.decision"
 # The evaluate-only workflow of a registered version records its gate report in a run of its own.
 EVALUATION_RUN_OUTPUT = "evaluate.run-id"
 PREVIEW_DEADLINE = timedelta(minutes=10)
+ROLLOUT_NOT_FOUND = "RolloutNotFound"  # the status reason while the spec's Rollout does not exist
 _T = TypeVar("_T")
 
 
@@ -90,6 +91,8 @@ class Observation:
     active: str | None = None  # the version the active (production) address serves
     preview: PreviewObservation | None = None
     load_test: LoadTestObservation | None = None
+    # Set (to why, naming it) when the Rollout the spec names does not exist: nothing else was seen.
+    missing_rollout: str = ""
 
 
 # --- what the driver must do -------------------------------------------------------------------
@@ -200,8 +203,34 @@ def needs(promotion: ModelPromotion, phase: Phase) -> frozenset[Need]:
 
 def decide(promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime) -> Decision:
     """The next status and the actions that move the promotion forward; no actions means "wait"."""
-    machine = _Machine(promotion, status.model_copy(deep=True), seen, now)
+    if seen.missing_rollout:
+        return _wait_for_rollout(status, seen.missing_rollout, now)
+    machine = _Machine(promotion, _resumed(status, now), seen, now)
     return machine.run()
+
+
+def _wait_for_rollout(status: PromotionStatus, message: str, now: datetime) -> Decision:
+    """GitOps may apply a promotion before its Rollout: wait in the same phase, saying why in the
+    reason, message and Progressing condition (no history entry: nothing was entered)."""
+    waiting = status.model_copy(deep=True)
+    waiting.reason, waiting.message = ROLLOUT_NOT_FOUND, message
+    _set_condition(waiting, "Progressing", "False", ROLLOUT_NOT_FOUND, message, now)
+    return Decision(waiting)
+
+
+def _resumed(status: PromotionStatus, now: datetime) -> PromotionStatus:
+    """A copy of `status`, back to what its phase said before it waited for a Rollout that now exists."""
+    resumed = status.model_copy(deep=True)
+    if resumed.reason != ROLLOUT_NOT_FOUND:
+        return resumed
+    last = resumed.history[-1] if resumed.history else None
+    resumed.reason, resumed.message = (last.reason, last.message) if last else ("", "")
+    if last is None:
+        resumed.conditions = [c for c in resumed.conditions if c.type != "Progressing"]
+    else:
+        value: Literal["True", "False"] = "False" if resumed.terminal else "True"
+        _set_condition(resumed, "Progressing", value, last.reason, last.message, now)
+    return resumed
 
 
 def refuse_spec(status: PromotionStatus, message: str, now: datetime) -> Decision:

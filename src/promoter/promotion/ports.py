@@ -39,6 +39,11 @@ class Registry(Protocol):
         """Point @champion at `version` and @previous-champion at the old one, and record the move."""
 
 
+class RolloutNotFound(LookupError):
+    """The Rollout a spec names does not exist (yet): the promotion waits for it. Raised by any
+    `Rollouts` method; the message names the Rollout and where it was looked for."""
+
+
 class Rollouts(Protocol):
     def deploy_preview(self, rollout: str, model: str, version: str) -> None: ...
 
