@@ -62,10 +62,11 @@ def _open_store(uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)  # a server or shared DB migrates itself
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        database.with_name(database.name + ".init-lock").open("w") as lock,
-        _quiet(logging.getLogger("mlflow.store.db.utils"), logging.getLogger("alembic")),
-    ):
+    try:
+        lock = database.with_name(database.name + ".init-lock").open("a")
+    except OSError:  # a read-only store (a pod's read-only root filesystem): nothing to create here
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with lock, _quiet(logging.getLogger("mlflow.store.db.utils"), logging.getLogger("alembic")):
         fcntl.flock(lock, fcntl.LOCK_EX)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)
