@@ -9,6 +9,7 @@ API, so `mlflow models serve` and any MLflow client can load the same artifact.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.types import Schema, TensorSpec
 from torch import nn
 
+from promoter.pipelines.tracking import quiet_loggers
 from promoter.pipelines.training import Standardize
 from promoter.promotion.names import MODEL_ARTIFACT
 
@@ -142,13 +144,6 @@ class ModelBundle:
 class PipelineModel(PythonModel):
     """MLflow's view of a ModelBundle: tensor in, class probabilities out."""
 
-    # MLflow would validate inputs from predict()'s type hints, and warns (in colour, on stderr, on
-    # every import) that ours are not `list[...]`. Ours are validated by the explicit tensor
-    # signature and by ModelBundle.validate. A warnings filter cannot silence it: MLflow emits it
-    # under its own `catch_warnings()` with `simplefilter("once")`, ahead of any filter of ours.
-    # This attribute is MLflow's own switch to skip that type-hint machinery for a class.
-    _skip_type_hint_validation = True
-
     bundle: ModelBundle
 
     def load_context(self, context: Any) -> None:
@@ -156,7 +151,16 @@ class PipelineModel(PythonModel):
             Path(context.artifacts["manifest"]), Path(context.artifacts["weights"])
         )
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # MLflow reads predict()'s input type hint to validate inputs and infer a signature; for any hint
+    # but a few it warns, in colour, on every import and every logged model (from under its own
+    # `catch_warnings()`, so no filter of ours applies). A bare `np.ndarray` is one it leaves alone,
+    # and what a tensor signature hands us; the signature and ModelBundle.validate check inputs.
+    def predict(
+        self,
+        context: Any,
+        model_input: np.ndarray,  # bare, not npt.NDArray: MLflow compares the hint to np.ndarray
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         return self.bundle.predict_proba(np.asarray(model_input))
 
 
@@ -172,7 +176,11 @@ def log_pipeline_model(
 ) -> str:
     """Log under the active run as `model`; returns the model URI."""
     cpu_state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
-    with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+    # MLflow's advice on how to log a model (pickling, pip's version) is about its own choices
+    with (
+        tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch,
+        quiet_loggers("mlflow", level=logging.ERROR),
+    ):
         weights = Path(scratch) / _WEIGHTS
         manifest_path = Path(scratch) / _MANIFEST
         torch.save(cpu_state, weights)

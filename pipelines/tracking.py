@@ -66,7 +66,7 @@ def _open_store(uri: str) -> MlflowClient:
         lock = database.with_name(database.name + ".init-lock").open("a")
     except OSError:  # a read-only store (a pod's read-only root filesystem): nothing to create here
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with lock, _quiet(logging.getLogger("mlflow.store.db.utils"), logging.getLogger("alembic")):
+    with lock, quiet_loggers("mlflow.store.db.utils", "alembic"):
         fcntl.flock(lock, fcntl.LOCK_EX)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)
@@ -75,10 +75,13 @@ def _open_store(uri: str) -> MlflowClient:
 
 
 @contextlib.contextmanager
-def _quiet(*loggers: logging.Logger) -> Iterator[None]:
+def quiet_loggers(*names: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Only `level` and above from these loggers while the block runs: MLflow narrates its own
+    bookkeeping, which says nothing a user of promoter can act on."""
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(level)
     try:
         yield
     finally:

@@ -149,3 +149,21 @@ def test_serve_on_port_0_listens_where_its_port_file_says(registered_digits: Pat
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+@pytest.mark.slow
+def test_training_prints_only_our_own_lines(tmp_path: Path) -> None:
+    """Logging a model made MLflow narrate its choices (pickling, pip's version, type hints)."""
+    spec = tmp_path / "wine.yaml"
+    spec.write_text(
+        "apiVersion: mlops.promoter.dev/v1alpha1\nkind: ModelPromotion\nmetadata: {name: wine-quiet}\n"
+        "spec:\n  model: wine\n"
+        "  source: {train: {pipeline: wine, data: {version: v1}, params: {seed: 3}}}\n"
+        "  gates: {absolute: {accuracy: 0.5}}\n"
+    )
+
+    completed = run_cli("train", spec, "--workdir", tmp_path / "work")
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert [line for line in lines if not line.startswith(("train wine", "trained models:/"))] == []
