@@ -55,8 +55,15 @@ demo: install  ## a whole promotion on this machine: a good candidate promoted, 
 	@$(BIN)/promoter run examples/digits/bad-candidate.yaml --workdir $(DEMO_WORKDIR); \
 	  code=$$?; [ $$code -eq 3 ] && echo "rejected by its gates; the champion and the active server are untouched" || exit 1
 	@$(BIN)/promoter status --workdir $(DEMO_WORKDIR)
-	@echo "next: promoter history digits | promoter rollback digits | promoter down   (each with --workdir $(DEMO_WORKDIR))"
-	@echo "MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_WORKDIR)/mlflow.db"
+	@echo "== what was promoted, and what to do with it (commands to paste as they are):"
+	@echo "see it:     $(BIN)/promoter status digits-2026-11-23 --workdir $(DEMO_WORKDIR)"
+	@echo "            $(BIN)/promoter history digits --workdir $(DEMO_WORKDIR)"
+	@echo "            curl -s http://127.0.0.1:$$($(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["address_port"])' < $(DEMO_WORKDIR)/rollouts/digits-serving/state.json)/metadata"
+	@echo "roll back:  $(BIN)/promoter rollback digits --workdir $(DEMO_WORKDIR)"
+	@echo "            (once a later candidate is promoted: this first champion has no previous one to go back to)"
+	@echo "stop:       $(BIN)/promoter down --workdir $(DEMO_WORKDIR)"
+	@echo "restart:    $(BIN)/promoter up digits --workdir $(DEMO_WORKDIR)"
+	@echo "MLflow:     $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_WORKDIR)/mlflow.db"
 
 lint: install  ## ruff
 	$(BIN)/ruff check .

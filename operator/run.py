@@ -55,6 +55,38 @@ def kubernetes_api() -> client.ApiClient:
         return api
 
 
+def _say_what_peering_waits_for(api: client.ApiClient, options: OperatorOptions) -> None:
+    """kopf's mandatory peering waits silently, forever, for a peering object that is not there: say
+    which object is missing and how to create it (or to run standalone)."""
+    assert options.peering is not None
+    objects = client.CustomObjectsApi(api)
+    where = (
+        [
+            (f"KopfPeering {options.peering!r} in namespace {namespace!r}", namespace)
+            for namespace in options.namespaces
+        ]
+        if options.namespaces
+        else [(f"ClusterKopfPeering {options.peering!r}", None)]
+    )
+    for description, namespace in where:
+        try:
+            if namespace is None:
+                objects.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", options.peering)
+            else:
+                objects.get_namespaced_custom_object(
+                    "kopf.dev", "v1", namespace, "kopfpeerings", options.peering
+                )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                continue  # e.g. not allowed to read it: kopf will say what it can
+            log.warning(
+                f"waiting for the {description}: nothing is reconciled until it exists. Create it "
+                "(kubectl apply -f manifests/operator/peering.yaml), "
+                "or run a single replica with --peering ''",
+                extra={"waiting_for": description},
+            )
+
+
 def run_operator(options: OperatorOptions, settings: OperatorSettings | None = None) -> None:
     configure_json_logging()
     # imported once logging is JSON: MLflow warns on import, and that line must be JSON too
@@ -93,6 +125,8 @@ def run_operator(options: OperatorOptions, settings: OperatorSettings | None = N
                 pkeyfile=str(options.webhook.key_file),
             )
 
+    if options.peering is not None:
+        _say_what_peering_waits_for(kubernetes_api(), options)
     start_http_server(options.metrics_port, addr=options.host)
     log.info(
         "promoter operator starting",

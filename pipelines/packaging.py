@@ -9,8 +9,8 @@ API, so `mlflow models serve` and any MLflow client can load the same artifact.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +25,11 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.types import Schema, TensorSpec
 from torch import nn
 
+from promoter.pipelines.tracking import quiet_loggers
 from promoter.pipelines.training import Standardize
 from promoter.promotion.names import MODEL_ARTIFACT
 
 _MANIFEST = "promoter-model.json"
-# MLflow would validate inputs from predict()'s type hints; ours are validated by the explicit
-# tensor signature and by ModelBundle.validate, so its advice about `list[...]` hints is noise.
-warnings.filterwarnings(
-    "ignore", message="Type hint used in the model's predict function", category=UserWarning
-)
 _WEIGHTS = "weights.pt"
 
 
@@ -155,7 +151,16 @@ class PipelineModel(PythonModel):
             Path(context.artifacts["manifest"]), Path(context.artifacts["weights"])
         )
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # MLflow reads predict()'s input type hint to validate inputs and infer a signature; for any hint
+    # but a few it warns, in colour, on every import and every logged model (from under its own
+    # `catch_warnings()`, so no filter of ours applies). A bare `np.ndarray` is one it leaves alone,
+    # and what a tensor signature hands us; the signature and ModelBundle.validate check inputs.
+    def predict(
+        self,
+        context: Any,
+        model_input: np.ndarray,  # bare, not npt.NDArray: MLflow compares the hint to np.ndarray
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         return self.bundle.predict_proba(np.asarray(model_input))
 
 
@@ -171,7 +176,11 @@ def log_pipeline_model(
 ) -> str:
     """Log under the active run as `model`; returns the model URI."""
     cpu_state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
-    with tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch:
+    # MLflow's advice on how to log a model (pickling, pip's version) is about its own choices
+    with (
+        tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch,
+        quiet_loggers("mlflow", level=logging.ERROR),
+    ):
         weights = Path(scratch) / _WEIGHTS
         manifest_path = Path(scratch) / _MANIFEST
         torch.save(cpu_state, weights)

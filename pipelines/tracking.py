@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -46,7 +51,47 @@ def configure_tracking(workdir: Path) -> MlflowClient:
         os.environ.pop(TRACKING_ENV, None)
     else:
         os.environ[TRACKING_ENV] = user_choice
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return _open_store(uri)
+
+
+def _open_store(uri: str) -> MlflowClient:
+    """Create a SQLite store's tables, one process at a time.
+
+    MLflow creates and migrates a SQLite schema in whichever process opens the file first, with no
+    lock: two commands started at once on a fresh workdir both run the migrations, and the loser dies
+    with `duplicate column name`. Opening both stores (tracking and registry) under a file lock beside
+    the database makes the first process create the schema and every other one find it complete.
+    Its progress lines ("Creating initial MLflow database tables...") say nothing a user needs.
+    """
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)  # a server or shared DB migrates itself
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = database.with_name(database.name + ".init-lock").open("a")
+    except OSError:  # a read-only store (a pod's read-only root filesystem): nothing to create here
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with lock, quiet_loggers("mlflow.store.db.utils", "alembic"):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Only `level` and above from these loggers while the block runs: MLflow narrates its own
+    bookkeeping, which says nothing a user of promoter can act on."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def experiment_id(client: MlflowClient, name: str, workdir: Path) -> str:
@@ -55,4 +100,10 @@ def experiment_id(client: MlflowClient, name: str, workdir: Path) -> str:
     if existing is not None:
         return str(existing.experiment_id)
     location = (workdir / "artifacts").as_uri() if _is_local(client.tracking_uri) else None
-    return str(client.create_experiment(name, artifact_location=location))
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        created = client.get_experiment_by_name(name)
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or created is None:
+            raise
+        return str(created.experiment_id)  # another promotion of the same model created it just now

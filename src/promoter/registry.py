@@ -108,9 +108,26 @@ class MlflowRegistry:
             return False
         return True
 
+    def exists(self, model: str) -> bool:
+        try:
+            self.client.get_registered_model(model)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
+
     def champion(self, model: str) -> str | None:
         found = current_champion(self.client, model)
         return str(found.version) if found is not None else None
+
+    def previous_champion(self, model: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(model, PREVIOUS_CHAMPION_ALIAS).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
 
     def register(self, model: str, run_id: str, promotion: str) -> str:
         existing = self.registered_version(model, run_id)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from promoter import __version__
@@ -21,9 +21,28 @@ EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 3
 EXIT_AWAITING = 4
 
+# Wide enough for any path, run id or table row: when piped, nothing is cut at a "terminal width".
+UNWRAPPED_WIDTH = 10_000
+
+
+class CopyableConsole(Console):
+    """Wraps to the terminal it prints on; anywhere else (a pipe, a file, a CI log) it never wraps a line
+    or truncates a table cell, so what it prints can be copied and pasted: a path or a run id split
+    across lines, or a name cut to `digits-2026-1…`, cannot be."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        measured = super().size
+        return measured if self.is_terminal else ConsoleDimensions(UNWRAPPED_WIDTH, measured.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
-out = Console()
+err = CopyableConsole(stderr=True, soft_wrap=True)
+out = CopyableConsole(soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="A ModelPromotion YAML file.", show_default=False)]
 WorkdirOpt = Annotated[

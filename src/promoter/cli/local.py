@@ -122,6 +122,12 @@ def _print_summary(promotion: ModelPromotion, status: PromotionStatus, proxy: Pr
         out.print(
             f"active address: {proxy.address}  (stop the local servers: promoter down)", highlight=False
         )
+    elif promotion.spec.rollout is not None and status.phase in ("Promoted", "RolledBack"):
+        out.print(
+            f"{promotion.spec.rollout.name} is not serving (stopped by promoter down): "
+            f"promoter up {promotion.spec.model}",
+            highlight=False,
+        )
 
 
 @app.command(rich_help_panel=PANEL)
@@ -276,7 +282,10 @@ def history(
     from promoter.local.platform import local_platform
     from promoter.pipelines.tracking import resolve_workdir
 
-    registry = local_platform(resolve_workdir(workdir)).registry
+    root = resolve_workdir(workdir)
+    registry = local_platform(root).registry
+    if not registry.exists(model):
+        refuse(f"no registered model {model!r} in {root}")
     if at is not None:
         when = at if at.tzinfo else at.replace(tzinfo=UTC)
         move = registry.champion_at(model, when)
@@ -305,6 +314,47 @@ def history(
 
 
 @app.command(rich_help_panel=PANEL)
+def up(
+    model: Annotated[
+        str | None, typer.Argument(help="One registered model; all of them when left out.")
+    ] = None,
+    workdir: WorkdirOpt = None,
+    serve_args: ServeArgsOpt = "",
+) -> None:
+    """Serve again what `promoter down` stopped: each rollout's @champion behind its active address (the
+    same one as before), with the @previous-champion hot for a rollback. Running servers are kept."""
+    import shlex
+
+    from promoter.local.platform import local_platform
+    from promoter.local.rollout import RolloutError
+    from promoter.pipelines.tracking import resolve_workdir
+
+    root = resolve_workdir(workdir)
+    platform = local_platform(root, tuple(shlex.split(serve_args)))
+    rollouts = [
+        (name, state.model)
+        for name in platform.rollouts.rollouts()
+        if (state := platform.rollouts.describe(name)).model and model in (None, state.model)
+    ]
+    if not rollouts:
+        refuse(f"no rollout {f'of {model!r} ' if model else ''}in {root}: `promoter run` deploys one")
+    for name, served in rollouts:
+        champion = platform.registry.champion(served)
+        if champion is None:
+            err.print(f"{name}: {served} has no @champion: nothing to serve", highlight=False)
+            continue
+        previous = platform.registry.previous_champion(served)
+        hot = f", version {previous} hot for a rollback" if previous not in (None, champion) else ""
+        err.print(f"{name}: starting {served} version {champion}{hot}", highlight=False)
+        try:
+            proxy = platform.rollouts.up(name, served, champion, previous)
+        except RolloutError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        out.print(f"{name}: {served} version {champion} at {proxy.address}", highlight=False)
+
+
+@app.command(rich_help_panel=PANEL)
 def down(workdir: WorkdirOpt = None) -> None:
     """Stop the local servers and active proxies that `promoter run` left serving."""
     from promoter.local.rollout import LocalRollouts
@@ -314,4 +364,4 @@ def down(workdir: WorkdirOpt = None) -> None:
     rollouts = LocalRollouts(root, tracking_uri(root))
     for name in rollouts.rollouts():
         rollouts.down(name)
-        err.print(f"stopped rollout {name}")
+        err.print(f"stopped rollout {name} (`promoter up` serves its champion again)", highlight=False)

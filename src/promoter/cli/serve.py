@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,16 @@ def serve(
         ),
     ],
     host: Annotated[str, typer.Option(envvar="PROMOTER_SERVE_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="PROMOTER_SERVE_PORT")] = 8080,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, envvar="PROMOTER_SERVE_PORT", help="0: any free port (see --port-file)."
+        ),
+    ] = 8080,
+    port_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the port listened on to this file once it is bound (for --port 0)."),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, envvar="PROMOTER_SERVE_WORKERS")] = 1,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Most inputs in one forward pass.")] = 256,
     max_wait_ms: Annotated[
@@ -58,7 +68,9 @@ def serve(
     import tempfile
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
+    from promoter.local.store import replace_file
     from promoter.pipelines.tracking import configure_tracking, resolve_workdir
     from promoter.secrets import VaultError, load_process_secrets
     from promoter.serving.metrics import MULTIPROC_ENV
@@ -73,11 +85,15 @@ def serve(
     except VaultError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
+    listener = _bind(host, port)
     client = configure_tracking(resolve_workdir(workdir))
     try:
         identity = resolve(model_uri, client)
     except ModelResolutionError as exc:
         refuse(str(exc))
+    port = int(listener.getsockname()[1])
+    if port_file is not None:
+        replace_file(port_file, str(port))
     err.print(
         f"serving {identity.uri} (requested {identity.requested_uri}, run {identity.run_id}) "
         f"on http://{host}:{port} with {workers} worker(s)",
@@ -104,7 +120,7 @@ def serve(
         ready_dir = tempfile.mkdtemp(prefix="promoter-ready-")
         settings = settings.model_copy(update={"workers": workers, "ready_dir": ready_dir})
     os.environ.update(settings.to_env())
-    uvicorn.run(
+    config = uvicorn.Config(
         "promoter.serving.app:create_app_from_env",
         factory=True,
         host=host,
@@ -115,3 +131,30 @@ def serve(
         log_level="warning",
         proxy_headers=False,  # client addresses are never used: skip parsing X-Forwarded-* per request
     )
+    # uvicorn.run, on the socket bound above (uvicorn would bind its own, later, and exit 3 if busy)
+    if workers > 1:
+        Multiprocess(config, sockets=[listener]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener])
+    if not server.started:
+        err.print("[red]error:[/red] the server did not start: see the lines above", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening address, claimed before anything slow happens: a busy port is said at once, in
+    words, with exit 1 (uvicorn would say it after loading the model, with exit 3, which means
+    "rejected by a gate" here). Connections are refused until the server listens, once it is ready
+    to accept them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    listener.set_inheritable(True)  # uvicorn's worker processes inherit it
+    return listener

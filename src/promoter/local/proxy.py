@@ -2,7 +2,8 @@
 
 Like a Kubernetes Service whose selector Argo Rollouts flips, it forwards each NEW connection to the
 server named in the target file (`host:port`); connections already open stay where they are until
-they close. Switching is an atomic rename of that file. Run: `python -m promoter.local.proxy PORT FILE`.
+they close. Switching is an atomic rename of that file.
+Run: `python -m promoter.local.proxy PORT FILE [PORT_FILE]`.
 """
 
 from __future__ import annotations
@@ -48,16 +49,21 @@ class Proxy:
         await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
 
 
-async def serve(port: int, target_file: Path) -> None:
+async def serve(port: int, target_file: Path, port_file: Path | None = None) -> None:
+    """Listen on `port` (0: one the OS picks) and, once listening, write the port to `port_file`."""
     proxy = Proxy(target_file)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", port)
+    if port_file is not None:
+        partial = port_file.with_suffix(".partial")
+        partial.write_text(str(server.sockets[0].getsockname()[1]))
+        partial.replace(port_file)  # readers never see half a number
     async with server:
         await server.serve_forever()
 
 
 def main(argv: list[str]) -> None:
     port, target_file = int(argv[0]), Path(argv[1])
-    asyncio.run(serve(port, target_file))
+    asyncio.run(serve(port, target_file, Path(argv[2]) if len(argv) > 2 else None))
 
 
 if __name__ == "__main__":

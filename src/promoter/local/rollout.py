@@ -4,7 +4,11 @@ Each model version is served by its own `promoter serve` process. The preview ad
 candidate's server itself; the active address is a proxy (the stable "active Service") that switches
 to the new server only at promotion. The server it replaces stays up as the hot rollback target;
 older ones are retired. State lives in `WORKDIR/rollouts/NAME/state.json`; the processes outlive
-`promoter run` (they are production), and `promoter down` stops them.
+`promoter run` (they are production), `promoter down` stops them and `promoter up` starts them again.
+
+Every process binds a port the OS picks (port 0) and writes it to a port file: a port chosen in
+advance ("free now") can be taken by another process before the server binds it, which failed a
+promotion whenever the machine was busy.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from promoter.promotion.engine import PreviewObservation
 from promoter.serving.client import get_json, served_version
 
 SERVER_START_SECONDS = 180.0
+PROXY_START_SECONDS = 60.0  # a small process, but Python starts slowly on a busy machine
 STOP_GRACE_SECONDS = 30.0
 _LOG_TAIL_LINES = 15
 
@@ -40,7 +45,7 @@ class RolloutError(RuntimeError):
 @dataclass
 class Process:
     pid: int
-    port: int
+    port: int  # 0 until the process has bound its port and written it to its port file
 
     @property
     def address(self) -> str:
@@ -55,20 +60,34 @@ class RolloutState:
     active: str | None = None
     previous: str | None = None
     preview: str | None = None
+    # the active address's port, kept by `promoter down` so that `promoter up` serves at the same one
+    address_port: int = 0
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> RolloutState:
         proxy = Process(**raw["proxy"]) if raw.get("proxy") else None
         servers = {version: Process(**p) for version, p in raw.get("servers", {}).items()}
         return cls(
-            raw.get("model", ""), proxy, servers, raw.get("active"), raw.get("previous"), raw.get("preview")
+            raw.get("model", ""),
+            proxy,
+            servers,
+            raw.get("active"),
+            raw.get("previous"),
+            raw.get("preview"),
+            raw.get("address_port") or (proxy.port if proxy else 0),
         )
+
+
+# How the children this process started and reaped ended: an exit status can be read only once.
+_EXIT_CODES: dict[int, int] = {}
 
 
 def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False  # our child, and it has exited
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:  # our child, and it has exited
+            _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,9 +95,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        return b"promoter" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the signal check
+    # Empty for a moment while a process just started is still in exec(): reading that as "exited"
+    # failed promotions on busy machines ("the preview server exited", with an empty log).
+    return not command_line or b"promoter" in command_line
 
 
 def _stop(process: Process) -> None:
@@ -92,6 +114,23 @@ def _stop(process: Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         if _alive(process.pid):
             os.kill(process.pid, signal.SIGKILL)
+
+
+def _how_it_ended(pid: int) -> str:
+    code = _EXIT_CODES.get(pid)
+    if code is None:
+        return "exited"  # started by another process: its exit status went to that one
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _read_port(port_file: Path) -> int:
+    """The port a process wrote once it was bound; 0 while it has not (yet)."""
+    try:
+        return int(port_file.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def free_port() -> int:
@@ -127,8 +166,10 @@ class LocalRollouts:
                 return None
             server = state.servers.get(state.preview)
             if server is None or not _alive(server.pid):
-                log = self._log(rollout, state.preview)
-                return PreviewObservation(None, False, failure=f"the preview server exited{_tail(log)}")
+                failure = self._server_ended(rollout, state.preview, server)
+                return PreviewObservation(None, False, failure=f"the preview {failure}")
+            if not self._bound(rollout, state.preview, server):
+                return PreviewObservation(None, False)  # still starting
             ready = get_json(f"{server.address}/readyz") is not None
             return PreviewObservation(served_version(server.address), ready)
 
@@ -142,10 +183,7 @@ class LocalRollouts:
             proxy = self._ensure_proxy(rollout, state)
             server = self._ensure_server(rollout, state, model, version)
             self._wait_ready(rollout, version, server)
-            target = self.directory(rollout) / "active-target"
-            replace_file(target, f"127.0.0.1:{server.port}")
-            if not _until(lambda: served_version(proxy.address) == version, 15.0):
-                raise RolloutError(f"{rollout}: the active address does not answer with version {version}")
+            self._switch(rollout, proxy, server, version)
             if state.active != version:
                 state.previous, state.active = state.active, version
             if state.preview == version:
@@ -177,6 +215,20 @@ class LocalRollouts:
             state.servers, state.proxy = {}, None
             state.active = state.previous = state.preview = None
 
+    def up(self, rollout: str, model: str, active: str, previous: str | None) -> Process:
+        """Serve `active` at the active address again (the same port as before `down`), with
+        `previous` hot beside it for a rollback; what is already running is left as it is."""
+        with self._state(rollout) as state:
+            state.model = model
+            proxy = self._ensure_proxy(rollout, state)
+            versions = [active] if previous in (None, active) else [active, str(previous)]
+            servers = {version: self._ensure_server(rollout, state, model, version) for version in versions}
+            for version, server in servers.items():
+                self._wait_ready(rollout, version, server)
+            self._switch(rollout, proxy, servers[active], active)
+            state.active, state.previous = active, previous if previous != active else None
+            return proxy
+
     # internals
 
     @contextlib.contextmanager
@@ -203,35 +255,58 @@ class LocalRollouts:
     def _ensure_proxy(self, rollout: str, state: RolloutState) -> Process:
         if state.proxy is not None and _alive(state.proxy.pid):
             return state.proxy
-        port = state.proxy.port if state.proxy else free_port()  # the active address never moves
+        port_file, log = self.directory(rollout) / "proxy.port", self.directory(rollout) / "proxy.log"
+        port_file.unlink(missing_ok=True)
         target = self.directory(rollout) / "active-target"
-        command = [sys.executable, "-m", "promoter.local.proxy", str(port), str(target)]
-        state.proxy = Process(self._spawn(command, self.directory(rollout) / "proxy.log"), port)
-        if not _until(lambda: _listening(port), 10.0):
-            raise RolloutError(f"{rollout}: the active proxy did not start on port {port}")
-        return state.proxy
+        # the active address never moves once chosen; the first time, the OS picks it
+        command = [
+            sys.executable, "-m", "promoter.local.proxy", str(state.address_port), str(target), str(port_file)
+        ]  # fmt: skip
+        proxy = state.proxy = Process(self._spawn(command, log), state.address_port)
+        if not _until(lambda: _read_port(port_file) or not _alive(proxy.pid), PROXY_START_SECONDS):
+            raise RolloutError(f"{rollout}: the active proxy did not start in {PROXY_START_SECONDS:.0f}s")
+        if not _alive(proxy.pid):
+            raise RolloutError(f"{rollout}: the active proxy {_how_it_ended(proxy.pid)}{_tail(log)}")
+        proxy.port = state.address_port = _read_port(port_file)
+        return proxy
 
     def _ensure_server(self, rollout: str, state: RolloutState, model: str, version: str) -> Process:
         existing = state.servers.get(version)
         if existing is not None and _alive(existing.pid):
             return existing
-        port = free_port()
+        port_file = self._port_file(rollout, version)
+        port_file.unlink(missing_ok=True)
         command = [
             sys.executable, "-m", "promoter", "serve",
             "--model-uri", f"models:/{model}/{version}",
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
             "--workdir", str(self.workdir),
             *self.serve_args,
         ]  # fmt: skip
-        state.servers[version] = Process(self._spawn(command, self._log(rollout, version)), port)
+        state.servers[version] = Process(self._spawn(command, self._log(rollout, version)), 0)
         return state.servers[version]
+
+    def _bound(self, rollout: str, version: str, server: Process) -> bool:
+        """Whether the server has bound its port; learns the port the first time."""
+        server.port = server.port or _read_port(self._port_file(rollout, version))
+        return server.port != 0
+
+    def _server_ended(self, rollout: str, version: str, server: Process | None) -> str:
+        """Why a server is gone, in words a person can act on: how it ended and its last lines."""
+        ended = _how_it_ended(server.pid) if server is not None else "is not running"
+        return f"server for version {version} {ended}{_tail(self._log(rollout, version))}"
+
+    def _switch(self, rollout: str, proxy: Process, server: Process, version: str) -> None:
+        replace_file(self.directory(rollout) / "active-target", f"127.0.0.1:{server.port}")
+        if not _until(lambda: served_version(proxy.address) == version, 15.0):
+            raise RolloutError(f"{rollout}: the active address does not answer with version {version}")
 
     def _wait_ready(self, rollout: str, version: str, server: Process) -> None:
         def ready() -> bool:
             if not _alive(server.pid):
-                raise RolloutError(
-                    f"the server for version {version} exited{_tail(self._log(rollout, version))}"
-                )
+                raise RolloutError(f"the {self._server_ended(rollout, version, server)}")
+            if not self._bound(rollout, version, server):
+                return False
             return get_json(f"{server.address}/readyz") is not None
 
         if not _until(ready, SERVER_START_SECONDS):
@@ -242,16 +317,13 @@ class LocalRollouts:
     def _log(self, rollout: str, version: str) -> Path:
         return self.directory(rollout) / f"server-v{version}.log"
 
+    def _port_file(self, rollout: str, version: str) -> Path:
+        return self.directory(rollout) / f"server-v{version}.port"
+
     def _retire_preview(self, state: RolloutState) -> None:
         preview, state.preview = state.preview, None
         if preview is not None and preview not in (state.active, state.previous) and preview in state.servers:
             _stop(state.servers.pop(preview))
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _until(condition: Any, seconds: float) -> bool:
@@ -267,5 +339,7 @@ def _tail(log: Path) -> str:
     try:
         lines = log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
     except OSError:
-        return ""
+        return f"; no log at {log}"
+    if not lines:
+        return f"; its log {log} is empty"
     return "; log " + str(log) + ":\n" + "\n".join(f"  | {line}" for line in lines)
