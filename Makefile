@@ -81,7 +81,7 @@ testbed:  ## build the Kubernetes test bed (etcd, control plane, kwok, Argo Roll
 PYTEST_WORKERS ?= 2
 
 unit: install testbed  ## pytest only
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## everything CI runs
 
