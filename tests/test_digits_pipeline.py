@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from promoter.pipelines.digits import load_digits_v1
+from promoter.pipelines.tracking import configure_tracking
 
 from .conftest import EXAMPLES, REPO, run_cli, write_spec
 
@@ -110,7 +111,7 @@ def test_metrics_plots_and_report_are_logged(trained: Trained) -> None:
 
 
 def test_the_model_resolves_as_runs_uri_with_signature(trained: Trained) -> None:
-    mlflow.set_tracking_uri(trained.client.tracking_uri)
+    configure_tracking(trained.workdir)
     model = mlflow.pyfunc.load_model(f"runs:/{trained.good[0]}/model")
     inputs = model.metadata.get_input_schema().inputs[0]
     assert inputs.shape == (-1, 1, 8, 8) and inputs.type == np.dtype(np.float32)
@@ -136,7 +137,9 @@ def test_the_bad_candidate_trains_but_fails_its_gates(trained: Trained) -> None:
 
 
 def test_the_champion_is_evaluated_on_the_same_split_and_guards_regressions(trained: Trained) -> None:
-    mlflow.set_tracking_uri(trained.client.tracking_uri)
+    # tracking AND registry: MLflow keeps both per process, and a test that ran earlier in this
+    # process (another module's fixture) may have pointed the registry at its own store
+    configure_tracking(trained.workdir)
     version = mlflow.register_model(f"runs:/{trained.good[0]}/model", "digits").version
     trained.client.set_registered_model_alias("digits", "champion", version)
 
