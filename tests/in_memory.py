@@ -21,6 +21,7 @@ from promoter.promotion.engine import (
     PreviewObservation,
     WorkflowObservation,
 )
+from promoter.promotion.gates import GateResult
 from promoter.promotion.names import CHAMPION_ALIAS, PREVIOUS_CHAMPION_ALIAS
 from promoter.promotion.spec import LoadTest, ModelPromotion
 from promoter.promotion.status import GateSummary, LoadTestResult, PromotionStatus
@@ -401,6 +402,19 @@ def measured(**overrides: float) -> LoadTestResult:
         "duration_seconds": 5.0,
     }
     return LoadTestResult.model_validate(values | overrides)
+
+
+def failing_gate(name: str = "absolute.accuracy") -> GateResult:
+    """An enforced offline gate that failed: what a rejected candidate's report holds."""
+    return GateResult(
+        name=name,
+        kind="absolute",
+        metric="accuracy",
+        actual=0.5,
+        threshold=0.9,
+        verdict="fail",
+        enforced=True,
+    )
 
 
 @dataclass

@@ -10,28 +10,14 @@ import pytest
 
 from promoter.promotion.driver import drive, reconcile
 from promoter.promotion.engine import Need, needs
-from promoter.promotion.gates import GateResult
 from promoter.promotion.spec import ModelPromotion, parse_promotion
 from promoter.promotion.status import GateSummary, Phase, PromotionStatus
 
-from .in_memory import AliasMove, Crash, World, measured, world
+from .in_memory import AliasMove, Crash, World, failing_gate, measured, world
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ROLLOUT = "digits-serving"
-FAILING_GATES = GateSummary(
-    passed=False,
-    failures=[
-        GateResult(
-            name="absolute.accuracy",
-            kind="absolute",
-            metric="accuracy",
-            actual=0.5,
-            threshold=0.9,
-            verdict="fail",
-            enforced=True,
-        )
-    ],
-)
+FAILING_GATES = GateSummary(passed=False, failures=[failing_gate()])
 TRAINED_AND_DEPLOYED: list[Phase] = [
     "Training",
     "Evaluating",

@@ -28,9 +28,11 @@ from promoter.promotion.engine import (
     decide,
     needs,
 )
-from promoter.promotion.gates import GateResult
 from promoter.promotion.spec import ModelPromotion, parse_promotion
-from promoter.promotion.status import GateSummary, LoadTestResult, Phase, PromotionStatus, Transition
+from promoter.promotion.status import GateSummary, Phase, PromotionStatus, Transition
+
+from .in_memory import failing_gate
+from .in_memory import measured as result
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -63,31 +65,6 @@ def at(phase: Phase, **fields: Any) -> PromotionStatus:
         defaults["model_version"] = "2"
     history = [Transition(phase=phase, at=NOW, reason="test")]
     return PromotionStatus(**(defaults | fields), phase=phase, history=history)
-
-
-def result(**overrides: Any) -> LoadTestResult:
-    values: dict[str, Any] = {
-        "requests": 500,
-        "failures": 0,
-        "rps": 100.0,
-        "p50_ms": 5.0,
-        "p95_ms": 20.0,
-        "p99_ms": 30.0,
-        "duration_seconds": 5.0,
-    }
-    return LoadTestResult(**(values | overrides))
-
-
-def failing_gate(name: str = "absolute.accuracy") -> GateResult:
-    return GateResult(
-        name=name,
-        kind="absolute",
-        metric="accuracy",
-        actual=0.5,
-        threshold=0.9,
-        verdict="fail",
-        enforced=True,
-    )
 
 
 def step(

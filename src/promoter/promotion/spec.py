@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -52,6 +53,16 @@ _GIT_REVISION = r"^[A-Za-z0-9_][-A-Za-z0-9_./~^@{}+]*$"
 
 class SpecError(ValueError):
     """A ModelPromotion that cannot be accepted; the message names every offending field."""
+
+
+def _dns_name(value: str) -> str:
+    if not _DNS_NAME.match(value):
+        raise ValueError("must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
+    return value
+
+
+# A Kubernetes object name (RFC 1123): promotions and the Rollouts they drive.
+DnsName = Annotated[str, AfterValidator(_dns_name)]
 
 
 @dataclass(frozen=True)
@@ -213,15 +224,8 @@ def _seconds(duration: str) -> float | None:
 
 
 class Rollout(_Model):
-    name: str = Field(min_length=1, max_length=63)
+    name: DnsName = Field(min_length=1, max_length=63)
     load_test: LoadTest = LoadTest()
-
-    @field_validator("name")
-    @classmethod
-    def _dns_name(cls, value: str) -> str:
-        if not _DNS_NAME.match(value):
-            raise ValueError("must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
-        return value
 
 
 class Approval(_Model):
@@ -245,19 +249,12 @@ class PromotionSpec(_Model):
 class Metadata(_Model):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(
+    name: DnsName = Field(
         min_length=1,
         max_length=PROMOTION_NAME_MAX,
         description=f"At most {PROMOTION_NAME_MAX} characters, so that every name derived from it fits.",
     )
     namespace: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _dns_name(cls, value: str) -> str:
-        if not _DNS_NAME.match(value):
-            raise ValueError("must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
-        return value
 
 
 class ModelPromotion(_Model):
