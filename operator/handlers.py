@@ -16,7 +16,6 @@ from typing import Any
 import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from mlflow import MlflowClient
 
 from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator import metrics
@@ -27,6 +26,7 @@ from promoter.operator.events import EventRecorder
 from promoter.operator.load_test_jobs import JobLoadTests
 from promoter.operator.promotion_resource import PromotionResource, promotion_of, status_of
 from promoter.operator.settings import OperatorSettings
+from promoter.pipelines.tracking import store_client
 from promoter.promotion.driver import Backends, reconcile
 from promoter.promotion.engine import ROLLOUT_NOT_FOUND, refuse_spec
 from promoter.promotion.ports import RolloutNotFound
@@ -71,7 +71,7 @@ class ClusterPlatform:
 
 
 def cluster_platform(api: client.ApiClient, settings: OperatorSettings) -> ClusterPlatform:
-    tracking = MlflowClient(tracking_uri=settings.workflows.tracking_uri)
+    tracking = store_client(settings.workflows.tracking_uri)
     return ClusterPlatform(api, settings, MlflowRegistry(tracking, ACTOR))
 
 

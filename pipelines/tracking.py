@@ -54,6 +54,16 @@ def configure_tracking(workdir: Path) -> MlflowClient:
     return _open_store(uri)
 
 
+def store_client(uri: str) -> MlflowClient:
+    """A client of one store, for runs AND registered models.
+
+    `MlflowClient(tracking_uri=X)` alone takes its registry from the process-wide
+    `mlflow.set_registry_uri` whenever anything in the process set one (`configure_tracking` does):
+    it then registers into, and reads models from, another workdir's store. Always name both.
+    """
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def _open_store(uri: str) -> MlflowClient:
     """Create a SQLite store's tables, one process at a time.
 
@@ -64,16 +74,16 @@ def _open_store(uri: str) -> MlflowClient:
     Its progress lines ("Creating initial MLflow database tables...") say nothing a user needs.
     """
     if not uri.startswith("sqlite:///"):
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)  # a server or shared DB migrates itself
+        return store_client(uri)  # a server or shared DB migrates itself
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     try:
         lock = database.with_name(database.name + ".init-lock").open("a")
     except OSError:  # a read-only store (a pod's read-only root filesystem): nothing to create here
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return store_client(uri)
     with lock, quiet_loggers("mlflow.store.db.utils", "alembic"):
         fcntl.flock(lock, fcntl.LOCK_EX)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client = store_client(uri)
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
     return client

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from promoter.cli import app
 from promoter.local.store import claim
-from promoter.promotion.spec import ModelPromotion
+from promoter.promotion.spec import PROMOTION_NAME_MAX, ModelPromotion
 from promoter.promotion.status import PromotionStatus, Transition, utc_now
 from promoter.serving.client import served_version
 
@@ -21,7 +21,8 @@ from .conftest import PROMOTER, run_cli
 
 runner = CliRunner()
 
-LONG_NAME = "digits-promotion-with-a-name-long-enough-to-be-cut-by-an-80-column-terminal"
+# As long as a promotion name may be: its row is wider than an 80-column terminal.
+LONG_NAME = "digits-promotion-whose-name-is-the-longest"
 
 
 def _stored_promotion(workdir: Path, name: str, message: str) -> None:
@@ -44,6 +45,7 @@ def _stored_promotion(workdir: Path, name: str, message: str) -> None:
 
 def test_piped_output_is_neither_wrapped_nor_truncated(tmp_path: Path) -> None:
     path = "/".join(["a-rather-long-directory-name"] * 8) + "/run-0123456789abcdef0123456789abcdef.log"
+    assert len(LONG_NAME) == PROMOTION_NAME_MAX
     _stored_promotion(tmp_path, LONG_NAME, f"see {path}")
 
     listing = runner.invoke(app, ["status", "--workdir", str(tmp_path)])

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from promoter.pipelines.digits import load_digits_v1
-from promoter.pipelines.tracking import configure_tracking
+from promoter.pipelines.tracking import configure_tracking, store_client, tracking_uri
 
 from .conftest import EXAMPLES, REPO, run_cli, write_spec
 
@@ -50,7 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     workdir = tmp_path_factory.mktemp("digits")
     good = (train(GOOD, workdir), train(GOOD, workdir))
     bad = train(BAD, workdir)
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = store_client(tracking_uri(workdir))
     return Trained(workdir=workdir, client=client, good=good, bad=bad)
 
 

@@ -45,9 +45,9 @@ def test_train_then_evaluate_as_subprocesses(tmp_path: Path) -> None:
     assert len(run_id) == 32
     assert outputs["evaluate"] == {"decision": "pass"}
 
-    from mlflow.tracking import MlflowClient
+    from promoter.pipelines.tracking import store_client, tracking_uri
 
-    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
+    run = store_client(tracking_uri(tmp_path)).get_run(run_id)
     assert run.data.tags["gate.decision"] == "pass"
     assert run.data.metrics["accuracy"] >= 0.85
     assert (tmp_path / "steps" / "train" / "log.txt").read_text().count("epoch") >= 60

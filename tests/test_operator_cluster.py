@@ -21,7 +21,7 @@ import yaml
 from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.local.rollout import free_port
 from promoter.operator.argo_rollouts import MODEL_URI_ENV
-from promoter.pipelines.tracking import tracking_uri
+from promoter.pipelines.tracking import store_client, tracking_uri
 
 from .cluster_stand_ins import ArgoController, LoadTestKubelet, ServiceAnswers, wait_for
 from .conftest import EXAMPLES, PROMOTER, REPO, register_digits_champion
@@ -295,9 +295,7 @@ def test_a_trained_candidate_goes_end_to_end(cluster: Cluster) -> None:
 
 
 def _mlflow(cluster: Cluster) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri(cluster.workdir))
+    return store_client(tracking_uri(cluster.workdir))
 
 
 def _champion(cluster: Cluster) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from promoter.pipelines.digits import load_digits_v1
+from promoter.pipelines.tracking import store_client, tracking_uri
 
 from .conftest import Server
 
@@ -49,7 +49,7 @@ def test_an_alias_is_resolved_once_to_an_exact_version(server: Server, registere
     assert metadata["signature"]["inputs"][0]["shape"] == [-1, 1, 8, 8]
 
     # the alias moves to a new version: a running pod keeps serving exactly what it announced
-    client = MlflowClient(f"sqlite:///{registered_digits / 'mlflow.db'}")
+    client = store_client(tracking_uri(registered_digits))
     run_id = metadata["run_id"]
     client.create_model_version("digits", f"runs:/{run_id}/model", run_id)
     client.set_registered_model_alias("digits", "champion", "2")

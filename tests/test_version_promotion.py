@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from promoter.pipelines.tracking import tracking_uri
+from promoter.pipelines.tracking import store_client, tracking_uri
 from promoter.promotion.gates import GateReport
 from promoter.promotion.names import EVALUATED_VERSION_TAG, GATE_REPORT_ARTIFACT, PROMOTION_TAG
 from promoter.promotion.status import PromotionStatus
@@ -48,7 +48,7 @@ def gate_report(client: MlflowClient, run_id: str) -> GateReport:
 def test_a_registered_version_is_gated_against_the_champion_before_it_is_promoted(
     registered_digits: Path,
 ) -> None:
-    client = MlflowClient(tracking_uri(registered_digits))
+    client = store_client(tracking_uri(registered_digits))
     trained_in = client.get_model_version("digits", "1").run_id
     gates = {"absolute": {"accuracy": 0.8}, "regression": {"metric": "accuracy", "maxDrop": 0.0}}
 
@@ -75,7 +75,7 @@ def test_a_registered_version_is_gated_against_the_champion_before_it_is_promote
 def test_a_registered_version_that_fails_its_gates_is_rejected_with_them_reported(
     registered_digits: Path,
 ) -> None:
-    client = MlflowClient(tracking_uri(registered_digits))
+    client = store_client(tracking_uri(registered_digits))
     experiment = client.get_experiment_by_name("digits")
     assert experiment is not None
     # an earlier attempt whose process died mid-evaluation
