@@ -112,3 +112,15 @@ def test_the_core_depends_on_nothing_else_in_promoter() -> None:
 @pytest.mark.parametrize("unit", BELOW_THE_OPERATOR)
 def test_only_the_operator_and_the_cli_reach_the_operator(unit: str) -> None:
     assert "promoter.operator" not in _graph()[unit]
+
+
+def test_in_the_cli_only_the_cluster_commands_reach_the_operator() -> None:
+    """`promoter operator` and `webhook-cert` start or serve the operator; every other command
+    (run, status, rollback, serve, ...) drives promotions through the core alone."""
+    reaching = {
+        module
+        for module, path in _modules()
+        if module.startswith("promoter.cli")
+        and any(name.startswith("promoter.operator") for name in _imports(module, path))
+    }
+    assert reaching == {"promoter.cli.cluster"}
