@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promoter.pipelines.digits import DigitsConfig, SmallCNN, load_digits_v1
+from promoter.pipelines.digits import DigitsConfig, load_digits_v1
+from promoter.pipelines.networks import SmallCNN
 from promoter.pipelines.training import describe_device, pick_device, seed_everything, train_classifier
 
 PLAIN_BATCH = 256

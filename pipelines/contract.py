@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from promoter.pipelines.config import TrainConfig
 from promoter.pipelines.data import DataSource
 from promoter.pipelines.metrics import OVERALL_METRICS, PER_CLASS_METRICS, ClassificationReport
-from promoter.pipelines.training import TrainConfig
 from promoter.promotion.spec import Problem, SpecError
 
 if TYPE_CHECKING:

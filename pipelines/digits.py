@@ -7,17 +7,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from pydantic import Field
-from torch import nn
 
+from promoter.pipelines.config import TrainConfig
 from promoter.pipelines.contract import Pipeline
 from promoter.pipelines.data import Dataset, DataSource, InMemorySource
 from promoter.pipelines.metrics import ClassificationReport
-from promoter.pipelines.training import TrainConfig
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from torch import nn
 
 
 class DigitsConfig(TrainConfig):
@@ -40,31 +39,6 @@ def load_digits_v1() -> Dataset:
     )
 
 
-class SmallCNN(nn.Module):
-    """Two conv blocks and global pooling: size-agnostic, so 8x8 and upscaled 32x32 inputs both fit."""
-
-    def __init__(self, channels: int, n_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * channels),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * channels, 2 * channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * channels),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.head = nn.Linear(2 * channels, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # type: ignore[no-any-return]
-
-
 class DigitsPipeline(Pipeline):
     name = "digits"
     config_type = DigitsConfig
@@ -76,6 +50,8 @@ class DigitsPipeline(Pipeline):
         assert isinstance(config, DigitsConfig)
         if len(input_shape) != 3 or input_shape[0] != 1:
             raise ValueError(f"digits expects 1 x H x W images, got {input_shape}")
+        from promoter.pipelines.networks import SmallCNN  # torch, only when a network is built
+
         return SmallCNN(config.channels, n_classes)
 
     def failure_figure(

@@ -10,39 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from promoter.pipelines.config import TrainConfig
 
 # Below this many optimizer steps torch.compile costs more than it saves.
 COMPILE_MIN_STEPS = 3000
-# torch.manual_seed takes 0..2**64-1 (and numpy's generators refuse negative seeds).
-SEED_MAX = 2**64 - 1
-
-
-class TrainConfig(BaseModel):
-    """Hyper-parameters common to every classifier; a pipeline subclasses it for its own.
-
-    Strict: `epochs: "3"` or `epochs: true` is a mistake to report, not a value to coerce, and NaN
-    or infinity would pass every bound (NaN compares false) and train garbage.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    seed: int = Field(default=0, ge=0, le=SEED_MAX)
-    epochs: int = Field(default=8, ge=1, le=10_000)
-    lr: float = Field(default=1e-3, gt=0, le=10)
-    batch_size: int = Field(default=64, ge=1, le=65_536)
-    weight_decay: float = Field(default=0.0, ge=0)
-    # Deliberate degradation, for experiments and for candidates that must fail their gates.
-    label_noise: float = Field(default=0.0, ge=0, lt=1)
-    train_fraction: float = Field(default=1.0, gt=0, le=1)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True)

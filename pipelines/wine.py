@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pydantic import Field
-from torch import nn
 
+from promoter.pipelines.config import TrainConfig
 from promoter.pipelines.contract import Pipeline
 from promoter.pipelines.data import Dataset, DataSource, InMemorySource
-from promoter.pipelines.training import TrainConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class WineConfig(TrainConfig):
@@ -39,6 +43,8 @@ class WinePipeline(Pipeline):
         return InMemorySource("wine", {"v1": load_wine_v1})
 
     def build_body(self, config: TrainConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+        from torch import nn  # only a run that trains pays for torch (see pipelines/config.py)
+
         assert isinstance(config, WineConfig)
         if len(input_shape) != 1:
             raise ValueError(f"wine expects flat feature vectors, got {input_shape}")

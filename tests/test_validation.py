@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,18 @@ def test_a_workflow_step_refuses_with_exit_2_and_the_field_named(
     assert exited.value.code == 2
     assert invalid.field in caplog.text
     assert not list((tmp_path / "step").rglob("*.db")), "no MLflow store: nothing was tracked"
+
+
+def test_validating_a_spec_never_imports_torch() -> None:
+    """A refusal (and the operator's admission webhook) must not wait for torch: over a second of
+    start-up, and its memory in the operator's pod. Checked in a fresh interpreter, on the example,
+    whose params, data version and gate metrics need the pipeline catalogue."""
+    script = (
+        "import sys, yaml\n"
+        "from promoter.validation import validate_document\n"
+        f"validate_document(yaml.safe_load(open({str(EXAMPLES / 'digits' / 'promotion.yaml')!r})))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
