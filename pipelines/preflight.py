@@ -12,6 +12,7 @@ call them directly: validation sits above this package and may not be imported f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -31,10 +32,16 @@ DATA_SHA_FIELD = "spec.source.train.data.sha256"
 
 
 def promotion_problems(promotion: ModelPromotion) -> list[Problem]:
-    """Every problem training and gating this promotion would run into; [] for one that promotes an
-    already registered version (nothing is trained, no offline gate is evaluated)."""
+    """Every problem training and gating this promotion would run into.
+
+    A registered version (`source.modelVersion`) is not trained, but its offline gates are still
+    evaluated; which pipeline trained it only the registry knows, so its gates are checked against
+    the metrics some pipeline of the catalogue produces: a typo is refused here, not found after
+    an evaluation workflow has run."""
     source = promotion.spec.source.train
-    return [] if source is None else training_problems(source, promotion.spec.gates)
+    if source is None:
+        return _version_gate_problems(promotion.spec.gates)
+    return training_problems(source, promotion.spec.gates)
 
 
 def check_promotion_or_raise(promotion: ModelPromotion, origin: str) -> ModelPromotion:
@@ -129,26 +136,58 @@ def _gate_problems(pipeline: Pipeline, gates: Gates, dataset: Callable[[], Datas
             for per_class in pipeline.per_class_metrics
         }
 
-    def unknown(metric: str) -> str:
-        return (
-            f"pipeline {pipeline.name!r} produces no metric {metric!r} (it produces "
-            f"{', '.join(pipeline.overall_metrics)} and {class_metric_key('<class>', '<per-class metric>')})"
+    producer = ProducedMetrics(
+        f"pipeline {pipeline.name!r} produces no",
+        pipeline.overall_metrics,
+        pipeline.per_class_metrics,
+        produced,
+    )
+    return producer.problems(gates)
+
+
+def _version_gate_problems(gates: Gates) -> list[Problem]:
+    pipelines = [pipeline() for pipeline in catalogue().values()]
+    overall = tuple(sorted({metric for p in pipelines for metric in p.overall_metrics}))
+    per_class = tuple(sorted({metric for p in pipelines for metric in p.per_class_metrics}))
+
+    def produced(metric: str) -> bool:
+        class_name, _, last = metric.removeprefix(CLASS_METRIC_PREFIX).rpartition("/")
+        return metric in overall or (
+            metric.startswith(CLASS_METRIC_PREFIX) and bool(class_name) and last in per_class
         )
 
-    problems = [
-        Problem(f"spec.gates.absolute.{metric}", unknown(metric))
-        for metric in gates.absolute
-        if not produced(metric)
-    ]
-    problems += [
-        Problem(
-            f"spec.gates.perClass.{metric}",
-            f"pipeline {pipeline.name!r} produces no per-class metric {metric!r} "
-            f"(it produces {', '.join(pipeline.per_class_metrics)})",
-        )
-        for metric in gates.per_class
-        if metric not in pipeline.per_class_metrics
-    ]
-    if gates.regression is not None and not produced(gates.regression.metric):
-        problems.append(Problem("spec.gates.regression.metric", unknown(gates.regression.metric)))
-    return problems
+    return ProducedMetrics("no pipeline produces a", overall, per_class, produced).problems(gates)
+
+
+@dataclass(frozen=True)
+class ProducedMetrics:
+    """What an evaluation produces, as the gates of a spec are checked against it."""
+
+    says: str  # "pipeline 'digits' produces no"; "no pipeline produces a" when it is not known yet
+    overall: tuple[str, ...]
+    per_class: tuple[str, ...]
+    produced: Callable[[str], bool]
+
+    def problems(self, gates: Gates) -> list[Problem]:
+        def unknown(metric: str) -> str:
+            return (
+                f"{self.says} metric {metric!r} (produced: {', '.join(self.overall)} and "
+                f"{class_metric_key('<class>', '<per-class metric>')})"
+            )
+
+        problems = [
+            Problem(f"spec.gates.absolute.{metric}", unknown(metric))
+            for metric in gates.absolute
+            if not self.produced(metric)
+        ]
+        problems += [
+            Problem(
+                f"spec.gates.perClass.{metric}",
+                f"{self.says} per-class metric {metric!r} (produced: {', '.join(self.per_class)})",
+            )
+            for metric in gates.per_class
+            if metric not in self.per_class
+        ]
+        if gates.regression is not None and not self.produced(gates.regression.metric):
+            problems.append(Problem("spec.gates.regression.metric", unknown(gates.regression.metric)))
+        return problems

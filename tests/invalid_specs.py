@@ -165,6 +165,22 @@ INVALID_SPECS: list[InvalidSpec] = [
         _set("spec.gates.regression.metric", "acuracy"),
         "spec.gates.regression.metric",
     ),
+    # a registered version is not trained, but its gates are evaluated: typos are refused up front too
+    InvalidSpec(
+        "version-absolute-metric-typo",
+        _both(_promote_version("3"), _set("spec.gates.absolute", {"acuracy": 0.9})),
+        "spec.gates.absolute.acuracy",
+    ),
+    InvalidSpec(
+        "version-per-class-metric-typo",
+        _both(_promote_version("3"), _set("spec.gates.perClass", {"f2": 0.8})),
+        "spec.gates.perClass.f2",
+    ),
+    InvalidSpec(
+        "version-regression-metric-typo",
+        _both(_promote_version("3"), _set("spec.gates.regression.metric", "acuracy")),
+        "spec.gates.regression.metric",
+    ),
     InvalidSpec(
         "regression-max-drop-negative",
         _set("spec.gates.regression.maxDrop", -0.1),
