@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "manifests" / "crds" / "modelpromotion.yaml"
 
 
-def testbed_module() -> ModuleType:
+def load_testbed() -> ModuleType:
     """dev/testbed.py is a script, not part of the package: load it by path (once)."""
     if "promoter_testbed" not in sys.modules:
         spec = importlib.util.spec_from_file_location("promoter_testbed", REPO / "dev" / "testbed.py")
@@ -32,7 +32,7 @@ def testbed_module() -> ModuleType:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A fresh test bed (dev/testbed.py) for the session. No skip: a failed build fails."""
-    bed = testbed_module()
+    bed = load_testbed()
     bed.build()
     directory = tmp_path_factory.mktemp("testbed")
     plane = bed.up(directory)

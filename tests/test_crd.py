@@ -15,7 +15,7 @@ from promoter.crd import GROUP, PLURAL, VERSION, render
 from promoter.promotion.spec import PROMOTION_NAME_MAX, SpecError, parse_promotion
 
 from .conftest import EXAMPLES
-from .kube import CRD_FILE, testbed_module
+from .kube import CRD_FILE, load_testbed
 
 NAMESPACE = "default"
 
@@ -128,7 +128,7 @@ def test_status_is_a_subresource_and_shows_in_the_columns(kube: Any) -> None:
 
 
 def test_the_testbed_is_built_from_pinned_versions() -> None:
-    bed = testbed_module()
+    bed = load_testbed()
     assert bed.KUBERNETES_VERSION in str(bed.kube_apiserver())
     assert (
         Path(bed.KUBE_MODULE, "go.mod").read_text().count(f"k8s.io/kubernetes {bed.KUBERNETES_VERSION}") == 1
