@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
 from promoter.operator.argo_workflows import ArgoWorkflows
 from promoter.operator.cluster import PromotionRef
@@ -171,10 +172,15 @@ def test_the_load_test_job_runs_as_the_load_tester(operator_env: dict[str, str],
     objects: Any = client.CustomObjectsApi(kube)
     objects.create_namespaced_custom_object("argoproj.io", "v1alpha1", NAMESPACE, "rollouts", rollout)
     settings = OperatorSettings.load()
-    owner = PromotionRef(NAMESPACE, "digits", "uid-1")
+    promotion = load_promotion(EXAMPLES / "digits" / "promotion.yaml")
+    # A real owner: the test bed's garbage collector deletes a Job whose owner does not exist (with
+    # a made-up uid the Job vanished before it was read back whenever the collector was quick).
+    manifest = promotion.to_manifest()
+    manifest["metadata"] = {"name": "digits", "namespace": NAMESPACE}
+    created = objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
+    owner = PromotionRef(NAMESPACE, "digits", created["metadata"]["uid"])
     rollouts = ArgoRollouts(kube, NAMESPACE, HttpServiceProbe(kube, DEFAULT_SERVICE_URL))
     jobs = JobLoadTests(kube, owner, settings.image, settings.load_test_pod, rollouts)
-    promotion = load_promotion(EXAMPLES / "digits" / "promotion.yaml")
     assert promotion.spec.rollout is not None
     jobs.run("digits-1", "digits", promotion.spec.rollout.load_test)
 
