@@ -39,6 +39,8 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_DEB_VERSION = "3.4.23-4+b4"  # Debian's etcd-server; kube-apiserver accepts 3.4 (slower watches)
 KWOK_VERSION = "v0.7.0"
 ROLLOUTS_VERSION = "v1.9.1"
+HELM_VERSION = "v4.3.1"  # the helm Argo CD v3.6 runs (its hack/tool-versions.sh); no replaces in its go.mod
+PROMETHEUS_DEB_VERSION = "2.42.0+ds-5+deb12u1"  # Debian's prometheus: static prometheus and promtool
 CACHE = Path(os.environ.get("PROMOTER_CACHE", Path.home() / ".cache" / "promoter"))
 DEV = Path(__file__).resolve().parent
 KUBE_MODULE = DEV / "kube"
@@ -78,6 +80,15 @@ def kwok_stages() -> Path:
 
 def rollouts_controller() -> Path:
     return CACHE / f"argo-rollouts-{ROLLOUTS_VERSION}" / "bin" / "rollouts-controller"
+
+
+def helm() -> Path:
+    return CACHE / f"helm-{HELM_VERSION}" / "bin" / "helm"
+
+
+def prometheus_binary(command: str) -> Path:
+    """`prometheus` or `promtool`, unpacked from Debian's package (never installed system-wide)."""
+    return CACHE / f"prometheus-{PROMETHEUS_DEB_VERSION}" / "usr" / "bin" / command
 
 
 def third_party_crds() -> list[Path]:
@@ -135,15 +146,22 @@ def _module_dir(path: str) -> Path:
     return Path(json.loads(listed.stdout)["Dir"])
 
 
+def _debian_binary(package: str, version: str, binary: Path) -> None:
+    """Unpack one Debian package into the cache (apt-get download + dpkg-deb: no root, no install)."""
+    if binary.exists():
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        _run(["apt-get", "download", f"{package}={version}"], cwd=scratch)
+        deb = next(Path(scratch).glob(f"{package}_*.deb"))
+        _run(["dpkg-deb", "-x", str(deb), str(binary.parents[2])])
+    if not binary.exists():
+        raise TestbedError(f"{package} {version} did not contain {binary}")
+
+
 def build() -> None:
     """Fetch and build whatever of this version the cache does not hold yet."""
-    if not etcd().exists():
-        with tempfile.TemporaryDirectory() as scratch:
-            _run(["apt-get", "download", f"etcd-server={ETCD_DEB_VERSION}"], cwd=scratch)
-            package = next(Path(scratch).glob("etcd-server_*.deb"))
-            _run(["dpkg-deb", "-x", str(package), str(etcd().parents[2])])
-        if not etcd().exists():
-            raise TestbedError(f"etcd-server {ETCD_DEB_VERSION} did not contain {etcd()}")
+    _debian_binary("etcd-server", ETCD_DEB_VERSION, etcd())
+    _debian_binary("prometheus", PROMETHEUS_DEB_VERSION, prometheus_binary("promtool"))
     version, minor = KUBERNETES_VERSION, KUBERNETES_VERSION.split(".")[1]
     kube_ldflags = " ".join(
         [
@@ -174,6 +192,13 @@ def build() -> None:
         env = _go_env() | {"GOBIN": str(kwok().parent), "GOFLAGS": ""}
         kwok_package = f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"
         _run(["go", "install", "-trimpath", "-ldflags", "-s -w", kwok_package], env=env)
+    if not helm().exists():
+        # helm has no replace directives either; without the -X its `version` says only "v4.3"
+        print(f"building helm {HELM_VERSION} (first time on this machine: ~5 CPU-minutes)", file=sys.stderr)
+        env = _go_env() | {"GOBIN": str(helm().parent), "GOFLAGS": ""}
+        ldflags = f"-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"
+        package = f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"
+        _run(["go", "install", "-trimpath", "-ldflags", ldflags, package], env=env)
     if not kwok_stages().exists():
         source = _module_dir(f"sigs.k8s.io/kwok@{KWOK_VERSION}")
         stages = "---\n".join((source / stage).read_text() for stage in KWOK_STAGES)
