@@ -81,7 +81,7 @@ def _say_what_peering_waits_for(api: client.ApiClient, options: OperatorOptions)
                 continue  # e.g. not allowed to read it: kopf will say what it can
             log.warning(
                 f"waiting for the {description}: nothing is reconciled until it exists. Create it "
-                "(kubectl apply -f manifests/operator/peering.yaml), "
+                "(the Helm chart charts/promoter does), "
                 "or run a single replica with --peering ''",
                 extra={"waiting_for": description},
             )
