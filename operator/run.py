@@ -1,6 +1,6 @@
 """`promoter operator`: kopf, wired with JSON logs, Prometheus metrics, a liveness probe and peering.
 
-Peering (a KopfPeering object, manifests/operator/peering.yaml) makes sure two replicas never act at
+Peering (a KopfPeering object; the chart creates it) makes sure two replicas never act at
 once: the one with the lower priority pauses while another is alive. With `--webhook-port` it also
 serves the admission webhook (admission.py); every replica does: the webhook holds no state.
 """
