@@ -129,6 +129,14 @@ def test_a_wrong_value_fails_with_the_field_named(
     assert f"at '{field}'" in done.stderr and complaint in done.stderr, done.stderr
 
 
+def test_vault_is_refused_outside_the_namespace_its_roles_bind() -> None:
+    done = helm("template", "check", str(CHART), "--namespace", "ml", "--set", "vault.addr=http://vault:8200")
+    assert done.returncode == 1, done.stdout
+    assert "vault.addr: Vault's roles (manifests/vault/roles.yaml) bind" in done.stderr, done.stderr
+    assert "not ml: install with --namespace promoter" in done.stderr
+    assert ROLES["namespace"] == "promoter"  # what the chart's check says
+
+
 def test_the_vault_setup_hook_refuses_to_render_without_its_token_secret() -> None:
     done = helm(
         "template", "check", str(CHART), "--set", "vault.addr=http://vault:8200,vault.setup.enabled=true"
@@ -260,6 +268,13 @@ def test_the_webhook_admits_only_what_the_operator_watches() -> None:
     for namespace in ("promoter", "team-a"):
         role = [d for d in objects if d["kind"] == "Role" and d["metadata"]["namespace"] == namespace]
         assert {r["metadata"]["name"] for r in role} == {"promoter-operator", "promoter-pipeline-executor"}
+        # the pods the operator starts in a promotion's namespace run under these accounts there
+        accounts = {
+            d["metadata"]["name"]
+            for d in objects
+            if d["kind"] == "ServiceAccount" and d["metadata"]["namespace"] == namespace
+        }
+        assert {"promoter-pipeline", "promoter-loadtest"} <= accounts
 
 
 def test_dashboards_and_rules_come_from_their_files_and_nothing_renders_without_them(tmp_path: Path) -> None:

@@ -135,3 +135,14 @@ renders values' modelUri. Call with (dict "root" $ "model" $model).
 {{- end -}}
 {{- $uri -}}
 {{- end -}}
+
+{{/*
+Checks no schema can make, run by every render (operator.yaml): Vault's roles
+(manifests/vault/roles.yaml) bind the ServiceAccounts of namespace `promoter`, so components
+installed elsewhere could never log in; better refused now than at the first login.
+*/}}
+{{- define "promoter.checks" -}}
+{{- if and .Values.vault.addr (ne .Release.Namespace "promoter") -}}
+{{- fail (printf "vault.addr: Vault's roles (manifests/vault/roles.yaml) bind the service accounts of namespace promoter, not %s: install with --namespace promoter" .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
