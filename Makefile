@@ -21,7 +21,7 @@ LOCK_KEY  := $(shell python3 -c "import hashlib; print(hashlib.sha256(open('uv.l
 BASE_VENV := $(PROMOTER_CACHE)/venvs/py$(UV_PYTHON)-uv$(UV_VERSION)-$(LOCK_KEY)
 DEMO_WORKDIR ?= .promoter/demo
 
-.PHONY: help install testbed demo test lint typecheck unit clean
+.PHONY: help install testbed demo cluster test lint typecheck unit clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ demo: install  ## a whole promotion on this machine: a good candidate promoted, 
 	@echo "stop:       $(BIN)/promoter down --workdir $(DEMO_WORKDIR)"
 	@echo "restart:    $(BIN)/promoter up digits --workdir $(DEMO_WORKDIR)"
 	@echo "MLflow:     $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_WORKDIR)/mlflow.db"
+
+cluster: install  ## kind + Argo Workflows + Argo Rollouts + the chart (needs Docker; not run by CI)
+	dev/kind.sh $(CLUSTER_ARGS)
 
 lint: install  ## ruff
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """Admission for ModelPromotions: what the API server refuses before anything is stored.
 
 Served by the operator (kopf's webhook server, HTTPS) when it runs with `--webhook-port`; the
-API server is pointed at it by manifests/operator/admission.yaml.
+API server is pointed at it by the chart's webhook configurations (charts/promoter/templates/webhook.yaml).
 
 - **A valid spec**: a new promotion is checked by `promoter.validation.validate_document`, the one
   check every entry point runs, so `kubectl apply` of a bad spec fails at once with the field named

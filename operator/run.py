@@ -1,6 +1,6 @@
 """`promoter operator`: kopf, wired with JSON logs, Prometheus metrics, a liveness probe and peering.
 
-Peering (a KopfPeering object, manifests/operator/peering.yaml) makes sure two replicas never act at
+Peering (a KopfPeering object; the chart creates it) makes sure two replicas never act at
 once: the one with the lower priority pauses while another is alive. With `--webhook-port` it also
 serves the admission webhook (admission.py); every replica does: the webhook holds no state.
 """
@@ -81,7 +81,7 @@ def _say_what_peering_waits_for(api: client.ApiClient, options: OperatorOptions)
                 continue  # e.g. not allowed to read it: kopf will say what it can
             log.warning(
                 f"waiting for the {description}: nothing is reconciled until it exists. Create it "
-                "(kubectl apply -f manifests/operator/peering.yaml), "
+                "(the Helm chart charts/promoter does), "
                 "or run a single replica with --peering ''",
                 extra={"waiting_for": description},
             )

@@ -1,5 +1,5 @@
 """The operator's admission webhook, live in the test bed: a real `promoter operator` process serving
-HTTPS on loopback, and the webhook configurations of manifests/operator/admission.yaml pointing the
+HTTPS on loopback, and the webhook configurations the chart (charts/promoter) renders, pointing the
 real API server at it (by URL, with the test's CA as caBundle).
 
 The configurations only cover the namespaces listed here, so the other tests' promotions (and a
@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from promoter.local.rollout import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROMOTER = Path(sys.executable).parent / "promoter"
-MANIFEST = REPO / "manifests" / "operator" / "admission.yaml"
 # The namespace the webhook's operator also reconciles in, and the one test_rbac.py's RBAC lives in.
 NAMESPACE = "promoter-admission"
 ADMITTED_NAMESPACES = (NAMESPACE, "promoter")
@@ -53,7 +51,11 @@ class Webhook:
 def webhook_configurations(url: str, ca_pem: bytes) -> list[dict[str, Any]]:
     """The shipped configurations, pointed at `url` instead of the in-cluster Service, and limited
     to the test's namespaces."""
-    documents = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] != "Service"]
+    from .chart import render
+
+    kinds = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    documents = [d for d in render(release="promoter", namespace="promoter") if d["kind"] in kinds]
+    assert len(documents) == 2, documents
     for document in documents:
         for webhook in document["webhooks"]:
             path = webhook["clientConfig"]["service"]["path"]

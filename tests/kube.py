@@ -15,7 +15,7 @@ import pytest
 from promoter.crd import GROUP, PLURAL
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_FILE = REPO / "manifests" / "crds" / "modelpromotion.yaml"
+CRD_FILE = REPO / "charts" / "promoter" / "crds" / "modelpromotion.yaml"
 
 
 def load_testbed() -> ModuleType:

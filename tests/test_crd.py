@@ -22,7 +22,7 @@ NAMESPACE = "default"
 
 def test_the_committed_crd_is_the_one_the_spec_generates() -> None:
     assert CRD_FILE.read_text() == render(), (
-        "regenerate: python -m promoter.crd > manifests/crds/modelpromotion.yaml"
+        "regenerate: python -m promoter.crd > charts/promoter/crds/modelpromotion.yaml"
     )
 
 

@@ -23,8 +23,10 @@ from promoter.local.rollout import free_port
 from promoter.operator.argo_rollouts import MODEL_URI_ENV
 from promoter.pipelines.tracking import store_client, tracking_uri
 
+from .chart import crds as chart_crds
+from .chart import find, render
 from .cluster_stand_ins import ArgoController, LoadTestKubelet, ServiceAnswers, wait_for
-from .conftest import EXAMPLES, PROMOTER, REPO, register_digits_champion
+from .conftest import EXAMPLES, PROMOTER, register_digits_champion
 
 pytestmark = pytest.mark.slow
 
@@ -201,11 +203,13 @@ class Cluster:
 
 
 def _install_peering(api: Any) -> None:
-    """manifests/operator/peering.yaml: kopf's CRD, then the KopfPeering object in our namespace."""
+    """What the chart installs for peering: kopf's CRD (crds/), then the KopfPeering object in our
+    namespace."""
     from kubernetes import client, utils
     from kubernetes.client.exceptions import ApiException
 
-    crd, peering = yaml.safe_load_all((REPO / "manifests" / "operator" / "peering.yaml").read_text())
+    [crd] = [c for c in chart_crds() if c["spec"]["group"] == "kopf.dev"]
+    peering = find(render(), "KopfPeering", "promoter")
     try:
         utils.create_from_dict(api, crd)  # type: ignore[no-untyped-call]
     except utils.FailToCreateError as exc:

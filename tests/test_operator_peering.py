@@ -47,4 +47,4 @@ def test_an_operator_without_its_peering_object_says_what_it_waits_for(
         operator.wait(timeout=60)
 
     assert "waiting for the KopfPeering 'nosuch-peering' in namespace 'default'" in said, said
-    assert "kubectl apply -f manifests/operator/peering.yaml" in said
+    assert "(the Helm chart charts/promoter does)" in said

@@ -1,6 +1,6 @@
 """What the operator hands the pods it starts: each its own component's Vault role, never the operator's.
 
-The operator runs with its own VAULT_ROLE and VAULT_SECRET_PATH (manifests/operator/deployment.yaml);
+The operator runs with its own VAULT_ROLE and VAULT_SECRET_PATH (its Deployment in charts/promoter);
 a Workflow step that inherited them would log in as the operator and read its secrets. Here the
 operator's settings come from exactly the environment its Deployment sets, the Workflow steps are
 checked against a real OpenBao with manifests/vault applied, and the load-test Job is created in a
@@ -26,21 +26,20 @@ from promoter.promotion.spec import load_promotion
 from promoter.secrets import SecretStore, VaultDenied
 from promoter.vault_setup import packaged_layout_directory
 
+from .chart import find, render
 from .conftest import EXAMPLES, REPO, run_cli
 from .openbao import Vault, service_account_token
 
 ROLES = yaml.safe_load((REPO / "manifests" / "vault" / "roles.yaml").read_text())["components"]
-DEPLOYMENT = REPO / "manifests" / "operator" / "deployment.yaml"
+VAULT_ADDR = "http://vault.vault.svc:8200"
 NAMESPACE = "settings-check"
 
 
 def deployment_env() -> dict[str, str]:
-    """The operator container's environment, as its Deployment sets it."""
-    for document in yaml.safe_load_all(DEPLOYMENT.read_text()):
-        if document["kind"] == "Deployment":
-            [container] = document["spec"]["template"]["spec"]["containers"]
-            return {item["name"]: item["value"] for item in container["env"]}
-    raise AssertionError(f"{DEPLOYMENT} has no Deployment")
+    """The operator container's environment, as the chart's Deployment sets it (with a Vault)."""
+    deployment = find(render({"vault": {"addr": VAULT_ADDR}}), "Deployment", "promoter-operator")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"]}
 
 
 @pytest.fixture

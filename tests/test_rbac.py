@@ -1,6 +1,7 @@
-"""The operator's RBAC (manifests/operator/rbac.yaml), judged by the real API server: requests made
-while impersonating the operator's ServiceAccount are allowed for its job and refused beyond it; and
-people's: an editor of promotions cannot approve them, an approver's approval names the approver."""
+"""The operator's RBAC, as the chart (charts/promoter) renders it, judged by the real API server:
+requests made while impersonating the operator's ServiceAccount are allowed for its job and refused
+beyond it; and people's: an editor of promotions cannot approve them, an approver's approval names
+the approver."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import yaml
 from promoter.crd import GROUP, PLURAL, VERSION
 
 from .admission_webhook import Webhook
-from .conftest import EXAMPLES, REPO
+from .chart import render
+from .conftest import EXAMPLES
 from .kube import impersonating
 
 OPERATOR = "system:serviceaccount:promoter:promoter-operator"
 NAMESPACE = "promoter"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +29,17 @@ def operator(kube: Any) -> Any:
     from kubernetes import client, utils
     from kubernetes.client.exceptions import ApiException
 
-    try:
-        utils.create_from_yaml(kube, str(REPO / "manifests" / "operator" / "rbac.yaml"))  # type: ignore[no-untyped-call]
-    except utils.FailToCreateError as exc:  # a second module run on the same server: already there
-        if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
-            raise
+    core: Any = client.CoreV1Api(kube)
+    if not core.list_namespace(field_selector=f"metadata.name={NAMESPACE}").items:
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+    for document in render(release="promoter", namespace=NAMESPACE):
+        if document["kind"] not in RBAC_KINDS:
+            continue
+        try:
+            utils.create_from_dict(kube, document)  # type: ignore[no-untyped-call]
+        except utils.FailToCreateError as exc:  # a second module run on the same server: already there
+            if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
+                raise
     document = yaml.safe_load((EXAMPLES / "digits" / "promotion.yaml").read_text())
     document["metadata"]["name"] = "rbac-check"
     objects: Any = client.CustomObjectsApi(kube)

@@ -3,10 +3,10 @@
 The pydantic models in `promoter.promotion.spec` are the one source of truth; this module turns their JSON
 schema into a Kubernetes *structural* schema (no $ref, no anyOf over types, `nullable` instead of a
 null type, OpenAPI v3 exclusive bounds) and adds what JSON schema cannot say as CEL rules (exactly
-one source). The committed `manifests/crds/modelpromotion.yaml` is this module's output; a test
+one source). The committed `charts/promoter/crds/modelpromotion.yaml` is this module's output; a test
 fails when the two differ, so the CRD cannot drift from the model:
 
-    python -m promoter.crd > manifests/crds/modelpromotion.yaml
+    python -m promoter.crd > charts/promoter/crds/modelpromotion.yaml
 """
 
 from __future__ import annotations

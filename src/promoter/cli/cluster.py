@@ -156,7 +156,7 @@ def webhook_cert(
     """Issue a CA and the admission webhook's certificate, for a cluster without cert-manager.
 
     tls.crt and tls.key are what `promoter operator --webhook-cert/--webhook-key` serves; ca.crt is
-    the webhook configurations' caBundle (manifests/operator/admission.yaml).
+    the webhook configurations' caBundle (the chart reads it from the Secret made of these files).
     """
     from promoter.operator.webhook_certificates import issue_webhook_certificate
 

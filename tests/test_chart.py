@@ -1,0 +1,609 @@
+"""The Helm chart (charts/promoter) with the real helm v4 binary and the real API server of the test bed.
+
+What a user installing it would notice: `helm lint --strict` passes; a wrong value fails with the
+field named; what it renders (with the defaults, and with every value set) is accepted by the API
+server (server-side apply, dry run, strict field validation); `helm install` brings the operator,
+the tracking server and a model's blue/green Rollout up (kwok makes pods Ready: no container runs);
+`helm upgrade` changes what it should and keeps the model URI the operator set; `helm uninstall`
+leaves nothing behind but the CRDs and the tracking server's data.
+
+Stand-ins, and why: kube-prometheus-stack and cert-manager do not run here, so the kinds their
+CRDs define (ServiceMonitor, PrometheusRule, Certificate, Issuer) are registered with schema-less
+stand-in CRDs before the dry run: the API server then checks their metadata, not their spec. The
+vault-setup hook is a Job whose pod never runs on kwok (it would hold `helm install` until its
+timeout), so it is off in the install test and rendered and dry-run-applied in the template test.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .chart import CHART, crds, find, helm, render
+from .conftest import REPO, run_cli
+
+EVERYTHING = REPO / "tests" / "chart_values" / "everything.yaml"
+ROLES = yaml.safe_load((REPO / "manifests" / "vault" / "roles.yaml").read_text())
+LABELS = ("name", "instance", "component", "part-of", "managed-by")
+NAMESPACE, RELEASE = "chart-e2e", "e2e"
+
+# Not defined in the test bed (their controllers do not run here): schema-less stand-ins.
+STAND_IN_KINDS = {
+    ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+    ("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
+    ("cert-manager.io", "Certificate", "certificates"),
+    ("cert-manager.io", "Issuer", "issuers"),
+}
+
+
+def _leaves(values: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of the values' leaves (an empty map or list is a leaf: a user fills it)."""
+    if isinstance(values, dict) and values:
+        return {leaf for key, value in values.items() for leaf in _leaves(value, f"{prefix}{key}.")}
+    return {prefix.rstrip(".")}
+
+
+def _chart_copy(tmp_path: Path, dashboards: dict[str, str], rules: str | None) -> Path:
+    """The chart with the given generated inputs (dashboards/*.json, rules/promoter.rules.yaml) and
+    no others: the repository's chart may hold other helpers' files."""
+    chart = tmp_path / "promoter"
+    shutil.copytree(CHART, chart, ignore=shutil.ignore_patterns("dashboards", "rules"))
+    if dashboards:
+        (chart / "dashboards").mkdir()
+        for name, text in dashboards.items():
+            (chart / "dashboards" / name).write_text(text)
+    if rules is not None:
+        (chart / "rules").mkdir()
+        (chart / "rules" / "promoter.rules.yaml").write_text(rules)
+    return chart
+
+
+DASHBOARD = json.dumps({"title": "Promoter: promotions", "panels": [], "schemaVersion": 41})
+RULES = """groups:
+  - name: promoter.operator
+    rules:
+      - alert: PromoterReconcileErrors
+        expr: sum(rate(promoter_reconcile_errors_total[5m])) > 0
+        for: 10m
+        labels: {severity: warning}
+        annotations: {summary: "the operator fails to reconcile"}
+"""
+
+
+# --- without a cluster
+
+
+@pytest.mark.parametrize("values", [(), (EVERYTHING,)], ids=["defaults", "everything"])
+def test_helm_lint_strict_passes(values: tuple[Path, ...]) -> None:
+    files = [arg for path in values for arg in ("--values", str(path))]
+    done = helm("lint", "--strict", str(CHART), *files)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_the_everything_values_set_every_value() -> None:
+    """Else a template branch could go unrendered, and so untested."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    everything = yaml.safe_load(EVERYTHING.read_text())
+    missing = {leaf for leaf in _leaves(defaults) if not _set_in(everything, leaf)}
+    assert not missing, f"not set in {EVERYTHING.name}: {sorted(missing)}"
+
+
+def _set_in(values: dict[str, Any], dotted: str) -> bool:
+    node: Any = values
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "complaint"),
+    [
+        (["--set", "operator.replicas=two"], "/operator/replicas", "got string, want integer"),
+        (["--set", "operator.replica=2"], "/operator", "additional properties 'replica' not allowed"),
+        (["--set", "models[0].name=Digits,models[0].modelUri=models:/d/1"], "/models/0/name", "pattern"),
+        (["--set", "models[0].name=digits"], "/models/0", "missing property 'modelUri'"),
+        (["--set", "tracking.backend=mysql"], "/tracking/backend", "must be one of 'sqlite', 'postgresql'"),
+        (["--set", "serving.gpu=-1"], "/serving/gpu", "minimum"),
+        (["--set", "image.digest=latest"], "/image/digest", "pattern"),
+    ],
+    ids=["type", "unknown-key", "model-name", "model-uri-missing", "backend", "gpu", "digest"],
+)
+@pytest.mark.parametrize("command", ["template", "install"])
+def test_a_wrong_value_fails_with_the_field_named(
+    command: str, args: list[str], field: str, complaint: str
+) -> None:
+    dry_run = ["--dry-run=client"] if command == "install" else []
+    done = helm(command, "check", str(CHART), *dry_run, *args)
+    assert done.returncode == 1, done.stdout
+    assert f"at '{field}'" in done.stderr and complaint in done.stderr, done.stderr
+
+
+def test_vault_is_refused_outside_the_namespace_its_roles_bind() -> None:
+    done = helm("template", "check", str(CHART), "--namespace", "ml", "--set", "vault.addr=http://vault:8200")
+    assert done.returncode == 1, done.stdout
+    assert "vault.addr: Vault's roles (manifests/vault/roles.yaml) bind" in done.stderr, done.stderr
+    assert "not ml: install with --namespace promoter" in done.stderr
+    assert ROLES["namespace"] == "promoter"  # what the chart's check says
+
+
+def test_the_vault_setup_hook_refuses_to_render_without_its_token_secret() -> None:
+    done = helm(
+        "template", "check", str(CHART), "--set", "vault.addr=http://vault:8200,vault.setup.enabled=true"
+    )
+    assert done.returncode == 1 and "vault.setup.tokenSecret.name" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("values", [(), (EVERYTHING,)], ids=["defaults", "everything"])
+def test_every_object_carries_the_standard_labels(values: tuple[Path, ...]) -> None:
+    objects = render(values_files=values, values={"models": [{"name": "m", "modelUri": "models:/m/1"}]})
+    for document in objects:
+        labels = document["metadata"].get("labels") or {}
+        missing = [label for label in LABELS if f"app.kubernetes.io/{label}" not in labels]
+        assert not missing, f"{document['kind']} {document['metadata']['name']} lacks {missing}"
+        assert labels["app.kubernetes.io/part-of"] == "promoter"
+
+
+def _pods(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for document in objects:
+        if document["kind"] in ("Deployment", "Rollout", "Job"):
+            yield f"{document['kind']} {document['metadata']['name']}", document["spec"]["template"]["spec"]
+
+
+def test_each_component_logs_in_to_vault_as_itself_with_the_account_vault_binds() -> None:
+    """The chart's ServiceAccounts are exactly roles.yaml's; each pod's VAULT_ROLE and
+    VAULT_SECRET_PATH are its own component's, and it runs under that component's account."""
+    objects = render(values_files=(EVERYTHING,))
+    components = ROLES["components"]
+    accounts = {
+        d["metadata"]["name"]
+        for d in objects
+        if d["kind"] == "ServiceAccount" and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})
+    }
+    assert accounts == {c["serviceAccount"] for c in components.values()}
+    seen = set()
+    for where, pod in _pods(objects):
+        env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+        if "VAULT_ROLE" not in env:
+            assert "VAULT_TOKEN" in env, f"{where} has no Vault identity"  # the admin hook, by token
+            continue
+        component = env["VAULT_ROLE"].removeprefix("promoter-")
+        assert pod["serviceAccountName"] == components[component]["serviceAccount"], where
+        assert env["VAULT_SECRET_PATH"] == components[component]["secretPath"], where
+        assert env["VAULT_KV_MOUNT"] == "kv" and env["VAULT_ADDR"] == "http://vault.vault.svc:8200"
+        [volume] = [v for v in pod["volumes"] if v["name"] == "vault-token"]
+        token = volume["projected"]["sources"][0]["serviceAccountToken"]
+        assert token["audience"] == "openbao" and env["VAULT_CREDENTIAL_FILE"].endswith(token["path"])
+        seen.add(component)
+    assert seen == {"operator", "server", "tracking"}  # trainer and load tester: pods the operator starts
+
+
+def test_no_secret_value_is_a_value() -> None:
+    """The admin token of the hook comes from a Secret by reference; nothing renders a literal one."""
+    objects = render(values_files=(EVERYTHING,))
+    job = find(objects, "Job", "promoter-vault-setup")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    [token] = [e for e in container["env"] if e["name"] == "VAULT_TOKEN"]
+    assert token == {
+        "name": "VAULT_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "vault-admin", "key": "root-token"}},
+    }
+    assert not [d for d in objects if d["kind"] == "Secret"]
+
+
+def test_serving_is_blue_green_with_probes_and_no_root() -> None:
+    objects = render(values_files=(EVERYTHING,))
+    rollout = find(objects, "Rollout", "digits-serving")
+    blue_green = rollout["spec"]["strategy"]["blueGreen"]
+    assert blue_green == {
+        "activeService": "digits-active",
+        "previewService": "digits-preview",
+        "autoPromotionEnabled": False,
+        "scaleDownDelaySeconds": 600,
+    }
+    pod = rollout["spec"]["template"]["spec"]
+    [server] = pod["containers"]
+    assert server["name"] == "server" and rollout["spec"]["replicas"] == 4
+    assert server["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert server["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": 2}
+    assert (
+        server["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+    )
+    assert server["image"].endswith("@sha256:" + "0123456789abcdef" * 4)  # the digest wins over the tag
+    fraud = find(objects, "Rollout", "fraud-serving")["spec"]["template"]["spec"]["containers"][0]
+    assert fraud["resources"]["limits"] == {"memory": "4Gi", "nvidia.com/gpu": 1}  # serving's defaults
+    for side in ("active", "preview"):
+        assert find(objects, "Service", f"digits-{side}")["spec"]["ports"][0]["port"] == 8081
+
+
+def test_the_tracking_server_by_backend() -> None:
+    sqlite = find(render(), "Deployment", "promoter-tracking")["spec"]["template"]["spec"]
+    [container] = sqlite["containers"]
+    assert container["args"] == [
+        "tracking-server",
+        "--host=0.0.0.0",
+        "--port=5000",
+        "--backend-store-uri=sqlite:////var/lib/mlflow/mlflow.db",
+        "--artifacts-destination=/var/lib/mlflow/artifacts",
+    ]
+    assert {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in sqlite["volumes"]
+    postgres_objects = render(values_files=(EVERYTHING,))
+    postgres = find(postgres_objects, "Deployment", "promoter-tracking")["spec"]["template"]["spec"]
+    # the URI and its password come from Vault: not on the command line
+    assert postgres["containers"][0]["args"][3:] == ["--artifacts-destination=s3://ml-artifacts/mlflow"]
+    assert not [d for d in postgres_objects if d["kind"] == "PersistentVolumeClaim"]  # existingClaim
+    operator = find(postgres_objects, "Deployment", "promoter-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in operator["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://promoter-tracking.promoter.svc:5001"
+    untracked = render({"tracking": {"enabled": False, "externalUri": "https://mlflow.example.com"}})
+    operator = find(untracked, "Deployment", "promoter-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in operator["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
+    assert "promoter-tracking" not in {d["metadata"]["name"] for d in untracked}
+
+
+def test_the_webhook_admits_only_what_the_operator_watches() -> None:
+    objects = render(values_files=(EVERYTHING,))
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        [webhook] = find(objects, kind, "promoter-promoter")["webhooks"]
+        [expression] = webhook["namespaceSelector"]["matchExpressions"]
+        assert expression["values"] == ["promoter", "team-a"]
+        assert webhook["failurePolicy"] == "Ignore"
+        annotations = find(objects, kind, "promoter-promoter")["metadata"]["annotations"]
+        assert annotations == {"cert-manager.io/inject-ca-from": "promoter/promoter-webhook"}
+    certificate = find(objects, "Certificate", "promoter-webhook")
+    assert certificate["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "internal-ca"}
+    assert "promoter-operator-webhook.promoter.svc" in certificate["spec"]["dnsNames"]
+    for namespace in ("promoter", "team-a"):
+        role = [d for d in objects if d["kind"] == "Role" and d["metadata"]["namespace"] == namespace]
+        assert {r["metadata"]["name"] for r in role} == {"promoter-operator", "promoter-pipeline-executor"}
+        # the pods the operator starts in a promotion's namespace run under these accounts there
+        accounts = {
+            d["metadata"]["name"]
+            for d in objects
+            if d["kind"] == "ServiceAccount" and d["metadata"]["namespace"] == namespace
+        }
+        assert {"promoter-pipeline", "promoter-loadtest"} <= accounts
+
+
+def test_dashboards_and_rules_come_from_their_files_and_nothing_renders_without_them(tmp_path: Path) -> None:
+    bare = _chart_copy(tmp_path / "bare", {}, None)
+    objects = render({"prometheusRule": {"enabled": True}}, chart=bare)
+    assert not [d for d in objects if d["kind"] in ("ConfigMap", "PrometheusRule")]
+
+    full = _chart_copy(tmp_path / "full", {"promotions.json": DASHBOARD, "serving_health.json": "{}"}, RULES)
+    objects = render({"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}, chart=full)
+    maps = {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
+    assert set(maps) == {"promoter-dashboard-promotions", "promoter-dashboard-serving-health"}
+    assert maps["promoter-dashboard-promotions"]["data"] == {"promotions.json": DASHBOARD}
+    assert all(m["metadata"]["labels"]["grafana_dashboard"] == "1" for m in maps.values())
+    rule = find(objects, "PrometheusRule", "promoter")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES)["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert not [d for d in render(chart=full) if d["kind"] == "PrometheusRule"]  # off by default
+
+
+# --- against the real API server
+
+
+def _stand_in_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
+            ],
+        },
+    }
+
+
+def _wait(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def _ensure(kube: Any, documents: list[dict[str, Any]]) -> None:
+    """Create what is missing (CRDs, namespaces), then wait until the API server serves the CRDs."""
+    from kubernetes import client, utils
+    from kubernetes.client.exceptions import ApiException
+
+    for document in documents:
+        try:
+            utils.create_from_dict(kube, document)  # type: ignore[no-untyped-call]
+        except utils.FailToCreateError as exc:
+            if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
+                raise
+    extensions: Any = client.ApiextensionsV1Api(kube)
+
+    def established(name: str) -> Callable[[], bool]:
+        def check() -> bool:
+            crd = extensions.read_custom_resource_definition(name)
+            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+        return check
+
+    for document in documents:
+        if document["kind"] == "CustomResourceDefinition":
+            name = document["metadata"]["name"]
+            _wait(f"CRD {name}", established(name))
+
+
+@pytest.fixture(scope="module")
+def bed(kube: Any) -> Any:
+    """The chart's CRDs, stand-ins for the monitoring and cert-manager kinds, and the namespaces."""
+    namespaces = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("promoter", "team-a")
+    ]
+    _ensure(kube, [*crds(), *(_stand_in_crd(*kind) for kind in sorted(STAND_IN_KINDS)), *namespaces])
+    return kube
+
+
+def _dry_run_apply(api: Any, document: dict[str, Any]) -> None:
+    """Server-side apply, dry run, strict field validation: what the API server would store, or why
+    not (an unknown field is an error here, not a silently dropped key)."""
+    resource = api.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    api.server_side_apply(
+        resource,
+        body=document,
+        field_manager="chart-test",
+        force_conflicts=True,
+        dry_run="All",
+        query_params=[("fieldValidation", "Strict")],
+    )
+
+
+@pytest.mark.parametrize("values", [(), (EVERYTHING,)], ids=["defaults", "everything"])
+def test_the_api_server_accepts_every_object_rendered(
+    bed: Any, tmp_path: Path, values: tuple[Path, ...]
+) -> None:
+    from kubernetes import dynamic
+    from kubernetes.client.exceptions import ApiException
+
+    api = dynamic.DynamicClient(bed)  # type: ignore[no-untyped-call]
+    chart = _chart_copy(tmp_path, {"promotions.json": DASHBOARD}, RULES)
+    extra = {"models": [{"name": "digits", "modelUri": "models:/digits@champion"}]} if not values else {}
+    objects = render(extra, values_files=values, chart=chart)
+    kinds = {d["kind"] for d in objects}
+    if values:
+        assert {"Job", "ServiceMonitor", "PrometheusRule", "Certificate", "ConfigMap"} <= kinds
+    assert {"Deployment", "Rollout", "KopfPeering", "ValidatingWebhookConfiguration"} <= kinds
+    refused = []
+    for document in objects:
+        try:
+            _dry_run_apply(api, document)
+        except ApiException as exc:
+            refused.append(f"{document['kind']} {document['metadata']['name']}: {exc.status} {exc.body}")
+    assert not refused, "\n".join(refused)
+
+
+# --- install, upgrade, uninstall
+
+
+def _webhook_secret(kube: Any, tmp_path: Path) -> bytes:
+    """What a user without cert-manager does: `promoter webhook-cert`, then a Secret of its files."""
+    from kubernetes import client
+
+    host = f"{RELEASE}-promoter-operator-webhook.{NAMESPACE}.svc"
+    done = run_cli("webhook-cert", "--host", host, "--out", str(tmp_path / "tls"))
+    assert done.returncode == 0, done.stderr
+    files = {name: (tmp_path / "tls" / name).read_bytes() for name in ("ca.crt", "tls.crt", "tls.key")}
+    secret = {
+        "metadata": {"name": "promoter-webhook-tls"},
+        "data": {name: base64.b64encode(content).decode() for name, content in files.items()},
+    }
+    core: Any = client.CoreV1Api(kube)
+    core.create_namespaced_secret(NAMESPACE, secret)
+    return files["ca.crt"]
+
+
+def _tracking_volume(kube: Any) -> None:
+    """A PersistentVolume for the tracking server's claim: the test bed has no provisioner, so one
+    is made by hand, as an administrator of such a cluster would (the controller-manager binds it)."""
+    from kubernetes import client
+
+    volume = {
+        "metadata": {"name": "chart-e2e-tracking"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "chart-e2e",
+            "hostPath": {"path": "/tmp/chart-e2e-tracking"},
+        },
+    }
+    core: Any = client.CoreV1Api(kube)
+    core.create_persistent_volume(volume)
+
+
+def _helm_cluster(control_plane: Any, *args: str, values: dict[str, Any] | None = None) -> None:
+    kubeconfig = ["--kubeconfig", str(control_plane.kubeconfig), "--namespace", NAMESPACE]
+    done = helm(*args, *kubeconfig, *(["--values", "-"] if values is not None else []), values=values)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _available(kube: Any, name: str, replicas: int) -> Callable[[], bool]:
+    from kubernetes import client
+
+    apps: Any = client.AppsV1Api(kube)
+
+    def check() -> bool:
+        status = apps.read_namespaced_deployment(name, NAMESPACE).status
+        return bool(status.available_replicas == replicas and status.updated_replicas == replicas)
+
+    return check
+
+
+def _rollout(kube: Any, name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    objects: Any = client.CustomObjectsApi(kube)
+    found: dict[str, Any] = objects.get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", NAMESPACE, "rollouts", name
+    )
+    return found
+
+
+def _healthy(kube: Any, name: str, replicas: int) -> Callable[[], bool]:
+    def check() -> bool:
+        rollout = _rollout(kube, name)
+        status = rollout.get("status") or {}
+        return bool(
+            status.get("phase") == "Healthy"
+            and str(status.get("observedGeneration")) == str(rollout["metadata"]["generation"])
+            and status.get("availableReplicas") == replicas
+        )
+
+    return check
+
+
+def _model_uri(rollout: dict[str, Any]) -> str:
+    [server] = rollout["spec"]["template"]["spec"]["containers"]
+    return str(next(e["value"] for e in server["env"] if e["name"] == "PROMOTER_MODEL_URI"))
+
+
+VALUES: dict[str, Any] = {
+    "image": {"repository": "promoter", "tag": "test"},
+    "operator": {"replicas": 2},
+    "serving": {"replicas": 2, "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
+    "models": [{"name": "digits", "modelUri": "models:/digits@champion"}],
+    "tracking": {"persistence": {"size": "1Gi", "storageClass": "chart-e2e"}},
+}
+
+# Every namespaced kind the chart makes, and what controllers make from them, found by its label.
+NAMESPACED = [
+    ("v1", "ServiceAccount"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
+    ("argoproj.io/v1alpha1", "Rollout"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("kopf.dev/v1", "KopfPeering"),
+    ("batch/v1", "Job"),
+]
+CLUSTER_WIDE = [
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"),
+]
+
+
+def _left(kube: Any) -> list[str]:
+    from kubernetes import dynamic
+
+    api = dynamic.DynamicClient(kube)  # type: ignore[no-untyped-call]
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    found = []
+    for kinds, namespace in ((NAMESPACED, NAMESPACE), (CLUSTER_WIDE, None)):
+        for api_version, kind in kinds:
+            resource = api.resources.get(api_version=api_version, kind=kind)
+            listed = resource.get(namespace=namespace, label_selector=selector)
+            # a Pod being deleted is on its way out: the rest is the kubelet's (kwok's, here) grace period
+            found += [f"{kind} {i.metadata.name}" for i in listed.items if not i.metadata.deletionTimestamp]
+    releases = api.resources.get(api_version="v1", kind="Secret").get(
+        namespace=NAMESPACE, label_selector="owner=helm"
+    )
+    return found + [f"Secret {item.metadata.name}" for item in releases.items]
+
+
+def test_install_upgrade_and_uninstall(bed: Any, control_plane: Any, tmp_path: Path) -> None:
+    from kubernetes import client
+
+    kube = bed
+    core: Any = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    ca = _webhook_secret(kube, tmp_path)
+    _tracking_volume(kube)
+    started = time.monotonic()
+    _helm_cluster(control_plane, "install", RELEASE, str(CHART), values=VALUES)
+
+    _wait("the operator", _available(kube, f"{RELEASE}-promoter-operator", 2))
+    _wait("the tracking server", _available(kube, f"{RELEASE}-promoter-tracking", 1))
+    _wait("the digits Rollout", _healthy(kube, "digits-serving", 2))
+    installed = time.monotonic() - started
+    for side in ("active", "preview"):
+        assert core.read_namespaced_service(f"digits-{side}", NAMESPACE).spec.ports[0].port == 8080
+    registration: Any = client.AdmissionregistrationV1Api(kube)
+    webhook = registration.read_validating_webhook_configuration(f"{RELEASE}-promoter-{NAMESPACE}")
+    assert base64.b64decode(webhook.webhooks[0].client_config.ca_bundle) == ca  # the Secret's ca.crt
+    assert (
+        core.read_namespaced_persistent_volume_claim(
+            f"{RELEASE}-promoter-tracking-data", NAMESPACE
+        ).status.phase
+        == "Bound"
+    )
+
+    # the operator promotes digits/7: it writes the model URI into the live pod template
+    rollout = _rollout(kube, "digits-serving")
+    template = rollout["spec"]["template"]
+    [server] = template["spec"]["containers"]
+    for variable in server["env"]:
+        if variable["name"] == "PROMOTER_MODEL_URI":
+            variable["value"] = "models:/digits/7"
+    client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", NAMESPACE, "rollouts", "digits-serving", {"spec": {"template": template}}
+    )
+    promoted_generation = _rollout(kube, "digits-serving")["metadata"]["generation"]
+
+    started = time.monotonic()
+    upgraded = {
+        **VALUES,
+        "operator": {"replicas": 1},
+        "serving": {**VALUES["serving"], "replicas": 3},
+        "models": [*VALUES["models"], {"name": "fraud", "modelUri": "models:/fraud/1"}],
+    }
+    _helm_cluster(control_plane, "upgrade", RELEASE, str(CHART), values=upgraded)
+    _wait("one operator", _available(kube, f"{RELEASE}-promoter-operator", 1))
+    _wait("the fraud Rollout", _healthy(kube, "fraud-serving", 3))
+    digits = _rollout(kube, "digits-serving")
+    assert _model_uri(digits) == "models:/digits/7"  # not values' models:/digits@champion
+    assert digits["spec"]["replicas"] == 3
+    # replicas changed, the template did not: no new blue/green revision was started by the upgrade
+    assert digits["metadata"]["generation"] == promoted_generation + 1
+    # the Services still select what the Rollouts controller made them select (the preview: digits/7)
+    blue_green = digits["status"]["blueGreen"]
+    for side, selector in (("active", "activeSelector"), ("preview", "previewSelector")):
+        service = core.read_namespaced_service(f"digits-{side}", NAMESPACE)
+        assert service.spec.selector["rollouts-pod-template-hash"] == blue_green[selector]
+    assert blue_green["activeSelector"] != blue_green["previewSelector"]
+    assert _model_uri(_rollout(kube, "fraud-serving")) == "models:/fraud/1"
+    core.read_namespaced_service("fraud-preview", NAMESPACE)
+    upgraded_in = time.monotonic() - started
+
+    started = time.monotonic()
+    _helm_cluster(control_plane, "uninstall", RELEASE, "--wait", "--timeout", "60s")
+    uninstalled = time.monotonic() - started
+    keep = [f"PersistentVolumeClaim {RELEASE}-promoter-tracking-data"]  # the runs outlive the release
+    _wait("the release's objects to go", lambda: _left(kube) == keep)
+    names = {c["metadata"]["name"] for c in crds()}
+    extensions: Any = client.ApiextensionsV1Api(kube)
+    assert names <= {c.metadata.name for c in extensions.list_custom_resource_definition().items}
+    gone = time.monotonic() - started
+    print(
+        f"install to available {installed:.1f} s, upgrade {upgraded_in:.1f} s, "
+        f"uninstall {uninstalled:.1f} s, all gone {gone:.1f} s"
+    )
