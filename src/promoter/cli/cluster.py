@@ -28,23 +28,59 @@ def vault_setup(
         Path | None, typer.Option(help="Service-account token signing key (PEM), for the JWT auth method.")
     ] = None,
     jwt_issuer: Annotated[str | None, typer.Option(help="The `iss` those tokens carry.")] = None,
+    mlflow_users: Annotated[
+        bool,
+        typer.Option(
+            help="Give each component that talks to MLflow its own MLflow user and password (kept if "
+            "already there), and the tracking server what it needs to create them."
+        ),
+    ] = False,
+    rotate_mlflow_passwords: Annotated[
+        bool, typer.Option(help="With --mlflow-users: new passwords even where one exists.")
+    ] = False,
+    tracking_backend_store_uri_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --mlflow-users: a file holding the tracking server's backend store URI "
+            "(e.g. PostgreSQL with its password), stored as its Vault key backend_store_uri."
+        ),
+    ] = None,
 ) -> None:
-    """Apply each component's Vault policy and auth roles (an admin step: VAULT_ADDR and VAULT_TOKEN)."""
+    """Apply each component's Vault policy and auth roles (an admin step: VAULT_ADDR and VAULT_TOKEN).
+
+    Never prints a secret: user names, paths and key names only."""
     import os
 
     import hvac
 
-    from promoter.vault_setup import apply_layout, load_layout, packaged_layout_directory
+    from promoter.vault_setup import (
+        apply_layout,
+        load_layout,
+        packaged_layout_directory,
+        provision_mlflow_users,
+    )
 
     if not os.environ.get("VAULT_ADDR") or not os.environ.get("VAULT_TOKEN"):
         refuse("set VAULT_ADDR and an admin VAULT_TOKEN")
+    if (rotate_mlflow_passwords or tracking_backend_store_uri_file) and not mlflow_users:
+        refuse("--rotate-mlflow-passwords and --tracking-backend-store-uri-file need --mlflow-users")
     directory = directory or packaged_layout_directory()
     try:
         layout = load_layout(directory)
         ca = kubernetes_ca_file.read_text() if kubernetes_ca_file else None
         public_key = jwt_public_key_file.read_text() if jwt_public_key_file else None
+        if mlflow_users:
+            layout.component("tracking")  # the layout must have the tracking server's path
     except (OSError, ValueError, KeyError) as exc:
         refuse(f"{directory}: {exc}")
+    backend_store_uri = None
+    if tracking_backend_store_uri_file:
+        try:
+            backend_store_uri = tracking_backend_store_uri_file.read_text().strip()
+        except OSError as exc:
+            refuse(f"--tracking-backend-store-uri-file: {exc.strerror}")
+        if not backend_store_uri:
+            refuse("--tracking-backend-store-uri-file: the file is empty")
     client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
     role_ids = apply_layout(
         client,
@@ -58,6 +94,22 @@ def vault_setup(
         out.print(
             f"{component.name}: policy {component.policy_name} reads "
             f"{layout.kv_mount}/{component.secret_path}; AppRole role id {role_ids[component.name]}",
+            highlight=False,
+        )
+    if mlflow_users:
+        users = provision_mlflow_users(
+            client, layout, rotate=rotate_mlflow_passwords, backend_store_uri=backend_store_uri
+        )
+        for name, username in users.items():
+            out.print(
+                f"{name}: MLflow user {username}, password in "
+                f"{layout.kv_mount}/{layout.component(name).secret_path}",
+                highlight=False,
+            )
+        tracking = layout.component("tracking")
+        out.print(
+            f"tracking: admin password, Flask secret key and the users' password hashes in "
+            f"{layout.kv_mount}/{tracking.secret_path}",
             highlight=False,
         )
 
