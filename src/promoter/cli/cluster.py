@@ -1,4 +1,4 @@
-"""Commands that run in or set up a cluster: the operator, the load-test Job, Vault's layout."""
+"""Commands that run in or set up a cluster: the operator, the load-test Job, Vault's layout, MLflow."""
 
 from __future__ import annotations
 
@@ -112,6 +112,96 @@ def vault_setup(
             f"{layout.kv_mount}/{tracking.secret_path}",
             highlight=False,
         )
+
+
+@app.command("tracking-server", rich_help_panel=PANEL)
+def tracking_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 5000,
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Runs, experiments and the registry, e.g. sqlite:///mlflow.db. "
+            "Default: the Vault key backend_store_uri (PostgreSQL: its password stays off the command line)."
+        ),
+    ] = None,
+    artifacts_destination: Annotated[
+        str, typer.Option(help="Where the served artifacts are stored (a path or s3://...).")
+    ] = "./mlartifacts",
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Host headers MLflow accepts, comma-separated (e.g. the Service's DNS names). "
+            "Default: MLflow's, localhost only."
+        ),
+    ] = None,
+) -> None:
+    """MLflow's tracking server behind its basic-auth app; every component's MLflow user from Vault.
+
+    Logs into Vault as the tracking component (VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH, ...),
+    writes the auth ini into $PROMOTER_TRACKING_RUN_DIR (default /run/mlflow), creates the users and
+    their grants, then becomes `mlflow server`. See promoter.tracking_server for each user's rights.
+    """
+    import os
+    import sys
+
+    from promoter.secrets import SecretStore, VaultError
+    from promoter.settings import SettingsError
+    from promoter.tracking_server import (
+        AUTH_DATABASE_NAME,
+        TrackingSecrets,
+        TrackingServerSettings,
+        prepare_auth_store,
+        server_argv,
+        server_env,
+        write_auth_config,
+    )
+
+    if not os.environ.get("VAULT_ADDR"):
+        refuse(
+            "set VAULT_ADDR, VAULT_ROLE and VAULT_SECRET_PATH: the tracking server's users come from Vault"
+        )
+    try:
+        settings = TrackingServerSettings.load()
+        store = SecretStore.from_env()
+    except SettingsError as exc:
+        refuse(str(exc))
+    try:
+        values = store.read()
+        tracking = TrackingSecrets.from_vault(values)
+    except VaultError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    backend = backend_store_uri or tracking.backend_store_uri
+    if not backend:
+        refuse(
+            "--backend-store-uri is not given and the tracking server's Vault path has no backend_store_uri"
+        )
+    database_uri = (
+        settings.auth_database_uri or f"sqlite:///{settings.run_dir.resolve() / AUTH_DATABASE_NAME}"
+    )
+    config = write_auth_config(settings.run_dir, tracking, database_uri)
+    users = prepare_auth_store(database_uri, tracking)
+    err.print(
+        f"MLflow users ready: {', '.join(users)} (admin {tracking.admin_username}); "
+        f"auth config {config}; serving on {host}:{port}",
+        highlight=False,
+    )
+    argv = server_argv(
+        host=host,
+        port=port,
+        artifacts_destination=artifacts_destination,
+        workers=workers,
+        allowed_hosts=allowed_hosts,
+    )
+    env = server_env(os.environ, tracking, auth_config=config, backend_store_uri=backend)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", *argv], env)
 
 
 @app.command(rich_help_panel=PANEL)
