@@ -154,8 +154,18 @@ def apply_layout(
     jwt_issuer: str | None = None,
     kubernetes_host: str | None = None,
     kubernetes_ca_pem: str | None = None,
+    kubernetes_reviewer_jwt: str | None = None,
 ) -> dict[str, str]:
-    """Policies, then roles for every auth method configured; returns each component's AppRole role id."""
+    """Policies, then roles for every auth method configured; returns each component's AppRole role id.
+
+    Kubernetes auth: OpenBao checks each login's service-account token with the API server's
+    TokenReview, as some identity allowed to (ClusterRole `system:auth-delegator`). With
+    `kubernetes_reviewer_jwt` that identity is the reviewer service account whose token it is, and
+    OpenBao's own pod token is not used (`disable_local_ca_jwt`): the way for an OpenBao outside the
+    cluster, where there is no local token (and, without one, every component's service account
+    would need the delegator role itself). Without it, an OpenBao running in the cluster reviews
+    with its own pod's token and CA.
+    """
     if f"{layout.kv_mount}/" not in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.enable_secrets_engine("kv", path=layout.kv_mount, options={"version": "2"})
     ttl = {"token_ttl": layout.token_ttl, "token_max_ttl": layout.token_max_ttl}
@@ -188,7 +198,12 @@ def apply_layout(
 
     if kubernetes_host:
         _enable(client, "kubernetes", "kubernetes")
-        client.auth.kubernetes.configure(kubernetes_host, kubernetes_ca_cert=kubernetes_ca_pem)
+        client.auth.kubernetes.configure(
+            kubernetes_host,
+            kubernetes_ca_cert=kubernetes_ca_pem,
+            token_reviewer_jwt=kubernetes_reviewer_jwt,
+            disable_local_ca_jwt=kubernetes_reviewer_jwt is not None,
+        )
         for component in layout.components:
             client.auth.kubernetes.create_role(
                 component.role_name,
@@ -196,7 +211,10 @@ def apply_layout(
                 bound_service_account_namespaces=[layout.namespace],
                 audience=layout.audience,
                 policies=[component.policy_name],
-                **ttl,
+                # hvac's kubernetes create_role names them ttl/max_ttl (the token_* fields of the
+                # other methods are refused as unexpected keywords)
+                ttl=layout.token_ttl,
+                max_ttl=layout.token_max_ttl,
             )
     return role_ids
 

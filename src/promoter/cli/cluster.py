@@ -24,6 +24,13 @@ def vault_setup(
     kubernetes_ca_file: Annotated[
         Path | None, typer.Option(help="The API server's CA certificate (PEM).")
     ] = None,
+    kubernetes_reviewer_jwt_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A token of a service account bound to ClusterRole system:auth-delegator: OpenBao "
+            "checks logins with it (TokenReview). Needed when OpenBao runs outside the cluster."
+        ),
+    ] = None,
     jwt_public_key_file: Annotated[
         Path | None, typer.Option(help="Service-account token signing key (PEM), for the JWT auth method.")
     ] = None,
@@ -68,6 +75,7 @@ def vault_setup(
     try:
         layout = load_layout(directory)
         ca = kubernetes_ca_file.read_text() if kubernetes_ca_file else None
+        reviewer = kubernetes_reviewer_jwt_file.read_text().strip() if kubernetes_reviewer_jwt_file else None
         public_key = jwt_public_key_file.read_text() if jwt_public_key_file else None
         if mlflow_users:
             layout.component("tracking")  # the layout must have the tracking server's path
@@ -89,6 +97,7 @@ def vault_setup(
         jwt_issuer=jwt_issuer,
         kubernetes_host=kubernetes_host,
         kubernetes_ca_pem=ca,
+        kubernetes_reviewer_jwt=reviewer,
     )
     for component in layout.components:
         out.print(
