@@ -27,7 +27,9 @@ from .tracking import MLFLOW_COMPONENTS, TrackingServer, mlflow_login, provision
 class Model(PythonModel):
     """The least model MLflow registers and serves: what matters here is who may log and load it."""
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(
+        self, context: Any, model_input: list[float], params: dict[str, Any] | None = None
+    ) -> list[float]:
         return model_input
 
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from promoter.local.rollout import free_port
 from promoter.secrets import SecretStore, VaultSettings
+from promoter.tracking_server import STARLETTE_WSGI_NOTICE
 
 from .openbao import Vault, service_account_token, wait_until
 
@@ -33,6 +36,16 @@ class TrackingServer:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def auth_store(self) -> Any:
+        """MLflow's own reader of the server's auth database (users, grants); dispose its engine after."""
+        with warnings.catch_warnings():  # importing mlflow.server: see promoter.tracking_server
+            warnings.filterwarnings("ignore", message=STARLETTE_WSGI_NOTICE)
+            from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore()
+        store.init_db(f"sqlite:///{self.run_dir / 'basic_auth.db'}")  # type: ignore[no-untyped-call]
+        return store
 
 
 def vault_env(vault: Vault, component: str, token_dir: Path) -> dict[str, str]:
