@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from promoter.registry import MlflowRegistry
 
+from .conftest import run_cli
 from .openbao import Vault
 from .tracking import MLFLOW_COMPONENTS, TrackingServer, mlflow_login, provision_mlflow_users
 
@@ -155,3 +156,18 @@ def test_secrets_stay_off_command_lines_and_logs_and_the_auth_config_is_private(
     config = tracking_server.run_dir / "basic_auth.ini"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert "default_permission = NO_PERMISSIONS" in config.read_text()
+
+
+def test_bad_invocations_exit_2_naming_what_is_missing(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
+    monkeypatch.setenv("VAULT_TOKEN", "root")
+    lone = run_cli("vault-setup", "--rotate-mlflow-passwords")
+    assert lone.returncode == 2 and "need --mlflow-users" in lone.stderr
+    monkeypatch.delenv("VAULT_ADDR")
+    server = run_cli("tracking-server", "--port", "0")
+    assert server.returncode == 2 and "set VAULT_ADDR, VAULT_ROLE and VAULT_SECRET_PATH" in server.stderr
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
+    monkeypatch.delenv("VAULT_ROLE", raising=False)
+    unnamed = run_cli("tracking-server", "--port", "0")
+    assert unnamed.returncode == 2 and "VAULT_ROLE is not set" in unnamed.stderr
+    assert "Traceback" not in lone.stderr + server.stderr + unnamed.stderr
