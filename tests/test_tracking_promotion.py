@@ -83,8 +83,12 @@ def test_a_local_promotion_against_the_tracking_server_acts_as_each_component(
         assert not any(p.name == "digits" for p in server_models)  # the server only reads
 
         passwords = [mlflow_login(vault, c, tmp_path)[1].encode() for c in MLFLOW_COMPONENTS]
-        assert _files_containing(workdir, passwords) == {}
-        assert not any(p.decode() in completed.stdout + completed.stderr for p in passwords)
+        secrets = passwords + [canary.encode() for canary in vault.canaries.values()]
+        assert _files_containing(workdir, secrets) == {}
+        assert not any(p.decode() in completed.stdout + completed.stderr for p in secrets)
+        # the tracking server's whole directory: the MLflow store (runs, params, tags, registry), every
+        # served artifact, its log, and its auth files (which hold password hashes, never a password)
+        assert _files_containing(tracking_server.backend.parent, secrets) == {}
     finally:
         promoter("down")
 
