@@ -22,7 +22,14 @@ from promoter.registry import MlflowRegistry
 
 from .conftest import run_cli
 from .openbao import Vault
-from .tracking import MLFLOW_COMPONENTS, TrackingServer, mlflow_login, provision_mlflow_users
+from .tracking import (
+    MLFLOW_COMPONENTS,
+    TrackingServer,
+    mlflow_login,
+    provision_mlflow_users,
+    start_tracking_server,
+    stop_tracking_server,
+)
 
 
 class Model(PythonModel):
@@ -171,3 +178,23 @@ def test_bad_invocations_exit_2_naming_what_is_missing(vault: Vault, monkeypatch
     unnamed = run_cli("tracking-server", "--port", "0")
     assert unnamed.returncode == 2 and "VAULT_ROLE is not set" in unnamed.stderr
     assert "Traceback" not in lone.stderr + server.stderr + unnamed.stderr
+
+
+def test_a_server_reached_by_its_service_name_needs_allowed_hosts(
+    vault: Vault, tracking_server: TrackingServer, tmp_path: Path
+) -> None:
+    """In a cluster clients send `Host: <service>.<namespace>.svc`; MLflow's middleware refuses any
+    host but localhost (DNS-rebinding protection) unless the chart passes --allowed-hosts."""
+    login = mlflow_login(vault, "server", tmp_path)
+    service = {"Host": "promoter-mlflow.promoter.svc:5000"}
+    path = "/api/2.0/mlflow/experiments/search?max_results=1"
+    refused = requests.get(f"{tracking_server.uri}{path}", auth=login, headers=service, timeout=10)
+    assert refused.status_code == 403
+    server = start_tracking_server(
+        vault, tmp_path / "named", "--allowed-hosts", "promoter-mlflow.promoter.svc:5000,localhost:*"
+    )
+    try:
+        answer = requests.get(f"{server.uri}{path}", auth=login, headers=service, timeout=10)
+        assert answer.status_code == 200, answer.text
+    finally:
+        stop_tracking_server(server)

@@ -89,7 +89,7 @@ def provision_mlflow_users(vault: Vault, *extra: str) -> subprocess.CompletedPro
     )
 
 
-def start_tracking_server(vault: Vault, directory: Path) -> TrackingServer:
+def start_tracking_server(vault: Vault, directory: Path, *options: str) -> TrackingServer:
     """`promoter tracking-server` on loopback, SQLite backend and served artifacts under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -112,6 +112,7 @@ def start_tracking_server(vault: Vault, directory: Path) -> TrackingServer:
                 f"sqlite:///{backend}",
                 "--artifacts-destination",
                 str(artifacts),
+                *options,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
