@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from promoter.processes import bound_to_parent
@@ -25,7 +26,9 @@ class LoadTestError(RuntimeError):
     pass
 
 
-def run_locust(host: str, profile: LoadTest, out_dir: Path) -> LoadTestResult:
+def run_locust(
+    host: str, profile: LoadTest, out_dir: Path, env: Mapping[str, str] | None = None
+) -> LoadTestResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
     seconds = max(1, math.ceil(profile.duration_seconds))
@@ -49,6 +52,7 @@ def run_locust(host: str, profile: LoadTest, out_dir: Path) -> LoadTestResult:
             stdout=output,
             stderr=subprocess.STDOUT,
             timeout=seconds + 120,
+            env=None if env is None else dict(env),
             check=False,
             preexec_fn=bound_to_parent(),
         )

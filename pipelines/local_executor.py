@@ -92,12 +92,15 @@ def run_workflow(
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[TaskResult], None] | None = None,
     max_new_tasks: int | None = None,
+    inherit: bool = True,
 ) -> dict[str, TaskResult]:
     """Run the tasks of the entrypoint DAG in dependency order; stop at the first failed step.
 
     A task that already succeeded in this workdir is not run again (its recorded outputs are used),
     so a run interrupted by a crash resumes where it stopped. `max_new_tasks` runs at most that many
     tasks that had not succeeded yet, which lets a caller observe the workflow between steps.
+    With `inherit=False` a step's environment is `env` (and its template's) only, not this
+    process's: a caller that acts as another component hands its steps their own identity.
     """
     spec = manifest["spec"]
     templates = {template["name"]: template for template in spec["templates"]}
@@ -130,7 +133,9 @@ def run_workflow(
             p["name"]: _substitute(str(p.get("value", "")), workflow_params, results)
             for p in task.get("arguments", {}).get("parameters", [])
         }
-        results[name] = _run_script(name, templates[task["template"]], arguments, step_dir, env or {})
+        results[name] = _run_script(
+            name, templates[task["template"]], arguments, step_dir, env or {}, inherit=inherit
+        )
         (step_dir / _RESULT_FILE).write_text(
             json.dumps({"outputs": results[name].outputs, "seconds": results[name].seconds})
         )
@@ -160,6 +165,8 @@ def _run_script(
     arguments: Mapping[str, str],
     step_dir: Path,
     env: Mapping[str, str],
+    *,
+    inherit: bool = True,
 ) -> TaskResult:
     script = template.get("script")
     if script is None:
@@ -177,7 +184,7 @@ def _run_script(
     script_path.write_text(script["source"].replace("{{inputs.parameters}}", json.dumps(inputs)))
     template_env = {item["name"]: item.get("value", "") for item in script.get("env", [])}
     pod_outputs_dir = template_env.get(_OUTPUTS_ENV, "/tmp/hera-outputs")
-    step_env = {**os.environ, **template_env, **env, _OUTPUTS_ENV: str(outputs_dir)}
+    step_env = {**(os.environ if inherit else {}), **template_env, **env, _OUTPUTS_ENV: str(outputs_dir)}
     command = [sys.executable if part == "python" else part for part in script["command"]]
 
     log_path = step_dir / "log.txt"

@@ -35,7 +35,7 @@ def jwt_store(vault: Vault, who: str, reads: str, tmp_path: Path) -> SecretStore
     return SecretStore(settings)
 
 
-COMPONENTS = ["operator", "trainer", "server", "loadtester"]
+COMPONENTS = ["operator", "trainer", "server", "loadtester", "tracking"]
 
 
 @pytest.mark.parametrize("who", COMPONENTS)

@@ -32,11 +32,28 @@ from promoter.promotion.names import (
 from promoter.promotion.status import GateSummary, utc_now
 
 
+def model_missing(client: MlflowClient, model: str, exc: MlflowException) -> bool:
+    """Whether `exc`, raised by a request about registered model `model`, means the model does not exist.
+
+    A plain MLflow server answers 404. MLflow's basic-auth app (`promoter tracking-server`) answers
+    403 instead, for everyone but admins: its validators look the model up first and deny a
+    request about one that is absent, so that a 403 cannot tell a caller what exists. A 403 is
+    therefore checked against the models this user can list (search results are filtered by read
+    permission, and every promoter component reads every model): one it cannot find does not exist
+    for it; one it finds is a real denial, raised as such.
+    """
+    if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        return True
+    if exc.error_code == "PERMISSION_DENIED":
+        return not client.search_registered_models(filter_string=f"name = '{model}'")
+    return False
+
+
 def current_champion(client: MlflowClient, model: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(model, CHAMPION_ALIAS)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if model_missing(client, model, exc):
             return None
         raise
 
@@ -112,7 +129,7 @@ class MlflowRegistry:
         try:
             self.client.get_registered_model(model)
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            if model_missing(self.client, model, exc):
                 return False
             raise
         return True
@@ -125,7 +142,7 @@ class MlflowRegistry:
         try:
             return str(self.client.get_model_version_by_alias(model, PREVIOUS_CHAMPION_ALIAS).version)
         except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if model_missing(self.client, model, exc):
                 return None
             raise
 

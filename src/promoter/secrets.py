@@ -38,6 +38,10 @@ CLIENT_ENV = {
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
 }
+# Keys stored beside the secrets but not secret themselves, so not masked by value: an MLflow user
+# name is `promoter-<component>`, the component's role name too, and masking it would turn every
+# "as role promoter-trainer" and every alias move's author into "***".
+NOT_SECRET = frozenset({"mlflow_tracking_username"})
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 _T = TypeVar("_T")
 
@@ -123,8 +127,9 @@ class SecretStore:
         if self._cached is not None and self._clock() - self._cached_at < self.cache_seconds:
             return dict(self._cached)
         data = self._retrying(self._read_once)
-        for value in data.values():
-            register_secret_value(value)
+        for key, value in data.items():
+            if key not in NOT_SECRET:
+                register_secret_value(value)
         self._cached, self._cached_at = data, self._clock()
         return dict(data)
 

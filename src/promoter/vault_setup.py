@@ -14,16 +14,31 @@ source: the package ships those very files as package data (pyproject.toml maps 
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import hvac
+import hvac.exceptions
 import yaml
+from werkzeug.security import check_password_hash, generate_password_hash
 
 POLICY_PREFIX = "promoter-"
 TRAINER, LOADTESTER = "trainer", "loadtester"  # the components whose pods the operator starts
+TRACKING = "tracking"  # the MLflow tracking server (`promoter tracking-server`)
+# The components that talk to MLflow, each as its own MLflow user. The load tester calls only the
+# preview Service and never MLflow, so it has no MLflow user at all.
+MLFLOW_COMPONENTS = ("operator", "trainer", "server")
+MLFLOW_ADMIN = "promoter-admin"
+# Keys in a component's own path (promoter.secrets.CLIENT_ENV hands them to MLflow's client) ...
+MLFLOW_USERNAME_KEY, MLFLOW_PASSWORD_KEY = "mlflow_tracking_username", "mlflow_tracking_password"
+# ... and in the tracking server's path: never a component's password, only its hash.
+ADMIN_USERNAME_KEY, ADMIN_PASSWORD_KEY = "mlflow_admin_username", "mlflow_admin_password"
+FLASK_SECRET_KEY, USER_HASHES_KEY = "flask_secret_key", "mlflow_user_password_hashes"
+BACKEND_STORE_URI_KEY = "backend_store_uri"
 # Where a pod's service-account token for Vault is projected (see `VaultLayout.pod`).
 TOKEN_VOLUME, TOKEN_DIRECTORY = "vault-token", "/var/run/secrets/vault"
 TOKEN_SECONDS = 3600  # the kubelet renews it before then; the secrets module reads it at each login
@@ -139,8 +154,18 @@ def apply_layout(
     jwt_issuer: str | None = None,
     kubernetes_host: str | None = None,
     kubernetes_ca_pem: str | None = None,
+    kubernetes_reviewer_jwt: str | None = None,
 ) -> dict[str, str]:
-    """Policies, then roles for every auth method configured; returns each component's AppRole role id."""
+    """Policies, then roles for every auth method configured; returns each component's AppRole role id.
+
+    Kubernetes auth: OpenBao checks each login's service-account token with the API server's
+    TokenReview, as some identity allowed to (ClusterRole `system:auth-delegator`). With
+    `kubernetes_reviewer_jwt` that identity is the reviewer service account whose token it is, and
+    OpenBao's own pod token is not used (`disable_local_ca_jwt`): the way for an OpenBao outside the
+    cluster, where there is no local token (and, without one, every component's service account
+    would need the delegator role itself). Without it, an OpenBao running in the cluster reviews
+    with its own pod's token and CA.
+    """
     if f"{layout.kv_mount}/" not in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.enable_secrets_engine("kv", path=layout.kv_mount, options={"version": "2"})
     ttl = {"token_ttl": layout.token_ttl, "token_max_ttl": layout.token_max_ttl}
@@ -173,7 +198,12 @@ def apply_layout(
 
     if kubernetes_host:
         _enable(client, "kubernetes", "kubernetes")
-        client.auth.kubernetes.configure(kubernetes_host, kubernetes_ca_cert=kubernetes_ca_pem)
+        client.auth.kubernetes.configure(
+            kubernetes_host,
+            kubernetes_ca_cert=kubernetes_ca_pem,
+            token_reviewer_jwt=kubernetes_reviewer_jwt,
+            disable_local_ca_jwt=kubernetes_reviewer_jwt is not None,
+        )
         for component in layout.components:
             client.auth.kubernetes.create_role(
                 component.role_name,
@@ -181,6 +211,92 @@ def apply_layout(
                 bound_service_account_namespaces=[layout.namespace],
                 audience=layout.audience,
                 policies=[component.policy_name],
-                **ttl,
+                # hvac's kubernetes create_role names them ttl/max_ttl (the token_* fields of the
+                # other methods are refused as unexpected keywords)
+                ttl=layout.token_ttl,
+                max_ttl=layout.token_max_ttl,
             )
     return role_ids
+
+
+def mlflow_username(component: str) -> str:
+    return f"{POLICY_PREFIX}{component}"
+
+
+def _read_kv(client: hvac.Client, layout: VaultLayout, path: str) -> tuple[dict[str, str], int]:
+    """The secret at `path` and its version (0: none yet, the `cas` that creates it)."""
+    try:
+        answer = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=layout.kv_mount, raise_on_deleted_version=True
+        )
+    except hvac.exceptions.InvalidPath:
+        return {}, 0
+    return dict(answer["data"]["data"]), int(answer["data"]["metadata"]["version"])
+
+
+def _merge_kv(client: hvac.Client, layout: VaultLayout, path: str, new: dict[str, str]) -> bool:
+    """Add `new` to the keys at `path`, keeping every other key; writes nothing when nothing changes.
+
+    Written with check-and-set on the version read, so a concurrent writer is an error, never a
+    silently lost key. Returns whether a new version was written.
+    """
+    current, version = _read_kv(client, layout, path)
+    merged = {**current, **new}
+    if merged == current:
+        return False
+    client.secrets.kv.v2.create_or_update_secret(
+        path=path, secret=merged, cas=version, mount_point=layout.kv_mount
+    )
+    return True
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def provision_mlflow_users(
+    client: hvac.Client,
+    layout: VaultLayout,
+    *,
+    rotate: bool = False,
+    backend_store_uri: str | None = None,
+) -> dict[str, str]:
+    """Give each MLflow component its own MLflow user, and the tracking server what it needs to create them.
+
+    Each component's password is generated here and written only into that component's own path
+    (`mlflow_tracking_username` / `mlflow_tracking_password`, merged with the keys already there).
+    The tracking server's path gets the admin password, a static Flask secret key (CSRF across
+    workers) and each user's password *hash* (werkzeug's, the format MLflow's auth store keeps), so
+    the server can create the users before it serves without ever holding their passwords.
+    Idempotent: an existing password is kept (`rotate` replaces the components' passwords), and a
+    hash that still matches is kept, so a second run writes no new secret version. Returns each
+    component's username; no password leaves this function.
+    """
+    hashes: dict[str, str] = {}
+    tracking_path = layout.component(TRACKING).secret_path
+    tracking, _ = _read_kv(client, layout, tracking_path)
+    old_hashes: dict[str, str] = json.loads(tracking.get(USER_HASHES_KEY, "{}"))
+    users = {}
+    for name in MLFLOW_COMPONENTS:
+        path = layout.component(name).secret_path
+        current, _ = _read_kv(client, layout, path)
+        username = mlflow_username(name)
+        password = current.get(MLFLOW_PASSWORD_KEY)
+        if rotate or not password:
+            password = _password()
+        _merge_kv(client, layout, path, {MLFLOW_USERNAME_KEY: username, MLFLOW_PASSWORD_KEY: password})
+        old = old_hashes.get(username)
+        hashes[username] = (
+            old if old and check_password_hash(old, password) else generate_password_hash(password)
+        )
+        users[name] = username
+    tracking_keys = {
+        ADMIN_USERNAME_KEY: tracking.get(ADMIN_USERNAME_KEY, MLFLOW_ADMIN),
+        ADMIN_PASSWORD_KEY: tracking.get(ADMIN_PASSWORD_KEY) or _password(),
+        FLASK_SECRET_KEY: tracking.get(FLASK_SECRET_KEY) or _password(),
+        USER_HASHES_KEY: json.dumps(hashes, sort_keys=True),
+    }
+    if backend_store_uri:
+        tracking_keys[BACKEND_STORE_URI_KEY] = backend_store_uri
+    _merge_kv(client, layout, tracking_path, tracking_keys)
+    return users

@@ -1,4 +1,4 @@
-"""Commands that run in or set up a cluster: the operator, the load-test Job, Vault's layout."""
+"""Commands that run in or set up a cluster: the operator, the load-test Job, Vault's layout, MLflow."""
 
 from __future__ import annotations
 
@@ -24,27 +24,71 @@ def vault_setup(
     kubernetes_ca_file: Annotated[
         Path | None, typer.Option(help="The API server's CA certificate (PEM).")
     ] = None,
+    kubernetes_reviewer_jwt_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A token of a service account bound to ClusterRole system:auth-delegator: OpenBao "
+            "checks logins with it (TokenReview). Needed when OpenBao runs outside the cluster."
+        ),
+    ] = None,
     jwt_public_key_file: Annotated[
         Path | None, typer.Option(help="Service-account token signing key (PEM), for the JWT auth method.")
     ] = None,
     jwt_issuer: Annotated[str | None, typer.Option(help="The `iss` those tokens carry.")] = None,
+    mlflow_users: Annotated[
+        bool,
+        typer.Option(
+            help="Give each component that talks to MLflow its own MLflow user and password (kept if "
+            "already there), and the tracking server what it needs to create them."
+        ),
+    ] = False,
+    rotate_mlflow_passwords: Annotated[
+        bool, typer.Option(help="With --mlflow-users: new passwords even where one exists.")
+    ] = False,
+    tracking_backend_store_uri_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --mlflow-users: a file holding the tracking server's backend store URI "
+            "(e.g. PostgreSQL with its password), stored as its Vault key backend_store_uri."
+        ),
+    ] = None,
 ) -> None:
-    """Apply each component's Vault policy and auth roles (an admin step: VAULT_ADDR and VAULT_TOKEN)."""
+    """Apply each component's Vault policy and auth roles (an admin step: VAULT_ADDR and VAULT_TOKEN).
+
+    Never prints a secret: user names, paths and key names only."""
     import os
 
     import hvac
 
-    from promoter.vault_setup import apply_layout, load_layout, packaged_layout_directory
+    from promoter.vault_setup import (
+        apply_layout,
+        load_layout,
+        packaged_layout_directory,
+        provision_mlflow_users,
+    )
 
     if not os.environ.get("VAULT_ADDR") or not os.environ.get("VAULT_TOKEN"):
         refuse("set VAULT_ADDR and an admin VAULT_TOKEN")
+    if (rotate_mlflow_passwords or tracking_backend_store_uri_file) and not mlflow_users:
+        refuse("--rotate-mlflow-passwords and --tracking-backend-store-uri-file need --mlflow-users")
     directory = directory or packaged_layout_directory()
     try:
         layout = load_layout(directory)
         ca = kubernetes_ca_file.read_text() if kubernetes_ca_file else None
+        reviewer = kubernetes_reviewer_jwt_file.read_text().strip() if kubernetes_reviewer_jwt_file else None
         public_key = jwt_public_key_file.read_text() if jwt_public_key_file else None
+        if mlflow_users:
+            layout.component("tracking")  # the layout must have the tracking server's path
     except (OSError, ValueError, KeyError) as exc:
         refuse(f"{directory}: {exc}")
+    backend_store_uri = None
+    if tracking_backend_store_uri_file:
+        try:
+            backend_store_uri = tracking_backend_store_uri_file.read_text().strip()
+        except OSError as exc:
+            refuse(f"--tracking-backend-store-uri-file: {exc.strerror}")
+        if not backend_store_uri:
+            refuse("--tracking-backend-store-uri-file: the file is empty")
     client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
     role_ids = apply_layout(
         client,
@@ -53,6 +97,7 @@ def vault_setup(
         jwt_issuer=jwt_issuer,
         kubernetes_host=kubernetes_host,
         kubernetes_ca_pem=ca,
+        kubernetes_reviewer_jwt=reviewer,
     )
     for component in layout.components:
         out.print(
@@ -60,6 +105,112 @@ def vault_setup(
             f"{layout.kv_mount}/{component.secret_path}; AppRole role id {role_ids[component.name]}",
             highlight=False,
         )
+    if mlflow_users:
+        users = provision_mlflow_users(
+            client, layout, rotate=rotate_mlflow_passwords, backend_store_uri=backend_store_uri
+        )
+        for name, username in users.items():
+            out.print(
+                f"{name}: MLflow user {username}, password in "
+                f"{layout.kv_mount}/{layout.component(name).secret_path}",
+                highlight=False,
+            )
+        tracking = layout.component("tracking")
+        out.print(
+            f"tracking: admin password, Flask secret key and the users' password hashes in "
+            f"{layout.kv_mount}/{tracking.secret_path}",
+            highlight=False,
+        )
+
+
+@app.command("tracking-server", rich_help_panel=PANEL)
+def tracking_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 5000,
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Runs, experiments and the registry, e.g. sqlite:///mlflow.db. "
+            "Default: the Vault key backend_store_uri (PostgreSQL: its password stays off the command line)."
+        ),
+    ] = None,
+    artifacts_destination: Annotated[
+        str, typer.Option(help="Where the served artifacts are stored (a path or s3://...).")
+    ] = "./mlartifacts",
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Host headers MLflow accepts, comma-separated (e.g. the Service's DNS names). "
+            "Default: MLflow's, localhost only."
+        ),
+    ] = None,
+) -> None:
+    """MLflow's tracking server behind its basic-auth app; every component's MLflow user from Vault.
+
+    Logs into Vault as the tracking component (VAULT_ADDR, VAULT_ROLE, VAULT_SECRET_PATH, ...),
+    writes the auth ini into $PROMOTER_TRACKING_RUN_DIR (default /run/mlflow), creates the users and
+    their grants, then becomes `mlflow server`. See promoter.tracking_server for each user's rights.
+    """
+    import os
+    import sys
+
+    from promoter.secrets import SecretStore, VaultError
+    from promoter.settings import SettingsError
+    from promoter.tracking_server import (
+        AUTH_DATABASE_NAME,
+        TrackingSecrets,
+        TrackingServerSettings,
+        prepare_auth_store,
+        server_argv,
+        server_env,
+        write_auth_config,
+    )
+
+    if not os.environ.get("VAULT_ADDR"):
+        refuse(
+            "set VAULT_ADDR, VAULT_ROLE and VAULT_SECRET_PATH: the tracking server's users come from Vault"
+        )
+    try:
+        settings = TrackingServerSettings.load()
+        store = SecretStore.from_env()
+    except SettingsError as exc:
+        refuse(str(exc))
+    try:
+        values = store.read()
+        tracking = TrackingSecrets.from_vault(values)
+    except VaultError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    backend = backend_store_uri or tracking.backend_store_uri
+    if not backend:
+        refuse(
+            "--backend-store-uri is not given and the tracking server's Vault path has no backend_store_uri"
+        )
+    database_uri = (
+        settings.auth_database_uri or f"sqlite:///{settings.run_dir.resolve() / AUTH_DATABASE_NAME}"
+    )
+    config = write_auth_config(settings.run_dir, tracking, database_uri)
+    users = prepare_auth_store(database_uri, tracking)
+    err.print(
+        f"MLflow users ready: {', '.join(users)} (admin {tracking.admin_username}); "
+        f"auth config {config}; serving on {host}:{port}",
+        highlight=False,
+    )
+    argv = server_argv(
+        host=host,
+        port=port,
+        artifacts_destination=artifacts_destination,
+        workers=workers,
+        allowed_hosts=allowed_hosts,
+    )
+    env = server_env(os.environ, tracking, auth_config=config, backend_store_uri=backend)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", *argv], env)
 
 
 @app.command(rich_help_panel=PANEL)

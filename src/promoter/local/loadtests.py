@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from promoter.loadtest.runner import LoadTestError, run_locust
+from promoter.local.identities import LOADTESTER, child_env
 from promoter.local.rollout import LocalRollouts
 from promoter.promotion.engine import LoadTestObservation
 from promoter.promotion.spec import LoadTest
@@ -33,7 +34,8 @@ class LocalLoadTests:
             outcome = {"error": f"rollout {rollout} has no preview to load-test"}
         else:
             try:
-                outcome = {"result": run_locust(preview.address, profile, directory).to_document()}
+                env = child_env(LOADTESTER)
+                outcome = {"result": run_locust(preview.address, profile, directory, env).to_document()}
             except LoadTestError as exc:
                 outcome = {"error": str(exc)}
         directory.mkdir(parents=True, exist_ok=True)

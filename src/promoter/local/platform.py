@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from promoter.local.identities import log_in_as_operator
 from promoter.local.loadtests import LocalLoadTests
 from promoter.local.rollout import LocalRollouts
 from promoter.local.workflows import LocalWorkflows
@@ -29,6 +30,9 @@ class LocalPlatform:
 
 
 def local_platform(workdir: Path, serve_args: tuple[str, ...] = ()) -> LocalPlatform:
+    """Every backend for `workdir`; with per-component Vault identities (promoter.local.identities)
+    this process acts as the operator, each child as its own component."""
+    log_in_as_operator()
     client = configure_tracking(workdir)
     registry = MlflowRegistry(client, local_actor())
     rollouts = LocalRollouts(workdir, client.tracking_uri, serve_args)

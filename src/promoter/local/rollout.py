@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promoter.local.identities import SERVER, child_env
 from promoter.local.store import replace_file
 from promoter.pipelines.tracking import TRACKING_ENV
 from promoter.promotion.engine import PreviewObservation
@@ -244,8 +245,9 @@ class LocalRollouts:
             finally:  # a process started before a failure must stay known, or it could never be stopped
                 replace_file(path, json.dumps(asdict(state), indent=2))
 
-    def _spawn(self, command: list[str], log: Path) -> int:
-        env = {**os.environ, TRACKING_ENV: self.tracking_uri}
+    def _spawn(self, command: list[str], log: Path, component: str | None = None) -> int:
+        """`component`: who the process is (its own Vault identity); None for the proxy, which has none."""
+        env = child_env(component, {TRACKING_ENV: self.tracking_uri})
         with log.open("a") as output:
             process = subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -283,7 +285,7 @@ class LocalRollouts:
             "--workdir", str(self.workdir),
             *self.serve_args,
         ]  # fmt: skip
-        state.servers[version] = Process(self._spawn(command, self._log(rollout, version)), 0)
+        state.servers[version] = Process(self._spawn(command, self._log(rollout, version), SERVER), 0)
         return state.servers[version]
 
     def _bound(self, rollout: str, version: str, server: Process) -> bool:

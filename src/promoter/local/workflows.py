@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from promoter.local.identities import TRAINER, child_env
 from promoter.pipelines.local_executor import WorkflowError, recorded_results, run_workflow
 from promoter.pipelines.steps import WORKDIR_ENV
 from promoter.pipelines.tracking import TRACKING_ENV
@@ -33,9 +34,11 @@ class LocalWorkflows:
         if (directory / _FAILURE_FILE).exists():
             return
         directory.mkdir(parents=True, exist_ok=True)
-        env = {TRACKING_ENV: self.tracking_uri, WORKDIR_ENV: str(self.workdir)}
+        env = child_env(TRAINER, {TRACKING_ENV: self.tracking_uri, WORKDIR_ENV: str(self.workdir)})
         try:
-            run_workflow(build_workflow(promotion).to_dict(), directory, env=env, max_new_tasks=1)
+            run_workflow(
+                build_workflow(promotion).to_dict(), directory, env=env, max_new_tasks=1, inherit=False
+            )
         except WorkflowError as exc:
             (directory / _FAILURE_FILE).write_text(json.dumps({"message": str(exc)}))
 
