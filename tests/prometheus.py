@@ -70,6 +70,25 @@ def dashboard_queries(directory: Path = DASHBOARDS) -> list[PanelQuery]:
     return queries
 
 
+def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:
+    """Prometheus' own linter of an exposition (names, suffixes, units, help)."""
+    promtool = load_testbed().prometheus_binary("promtool")
+    return subprocess.run(
+        [str(promtool), "check", "metrics"],
+        input=exposition.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_lint_clean(exposition: bytes) -> None:
+    checked = promtool_check_metrics(exposition)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout + checked.stderr == ""
+
+
 class Prometheus:
     def __init__(self, directory: Path) -> None:
         self.directory = directory

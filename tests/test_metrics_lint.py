@@ -7,7 +7,6 @@ A metric that fails lint is not only ugly: `promoter_input_feature_sum` (a gauge
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,27 +23,9 @@ from promoter.promotion.spec import parse_promotion
 from promoter.promotion.status import GateSummary, PromotionStatus, Transition, utc_now
 
 from .conftest import EXAMPLES, Server
-from .kube import load_testbed
+from .prometheus import assert_lint_clean, promtool_check_metrics
 
 DIGITS = load_digits_v1()
-
-
-def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:
-    promtool = load_testbed().prometheus_binary("promtool")
-    return subprocess.run(
-        [str(promtool), "check", "metrics"],
-        input=exposition.decode(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def assert_lint_clean(exposition: bytes) -> None:
-    checked = promtool_check_metrics(exposition)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout + checked.stderr == ""
 
 
 def test_the_linter_refuses_what_the_old_feature_sum_gauge_exported() -> None:
