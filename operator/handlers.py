@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -30,8 +32,8 @@ from promoter.pipelines.tracking import store_client
 from promoter.promotion.driver import Backends, reconcile
 from promoter.promotion.engine import ROLLOUT_NOT_FOUND, refuse_spec
 from promoter.promotion.ports import RolloutNotFound
-from promoter.promotion.spec import SpecError
-from promoter.promotion.status import Transition, utc_now
+from promoter.promotion.spec import PromotionSpec, SpecError
+from promoter.promotion.status import PromotionStatus, utc_now
 from promoter.registry import MlflowRegistry
 
 ACTOR = "promoter-operator"
@@ -76,7 +78,9 @@ def cluster_platform(api: client.ApiClient, settings: OperatorSettings) -> Clust
 
 
 def reconcile_promotion(platform: ClusterPlatform, ref: PromotionRef) -> None:
+    started = time.monotonic()
     resource = PromotionResource(platform.api, ref)
+    model: str | None = None
     try:
         promotion = promotion_of(resource.read())
     except SpecError as exc:
@@ -84,27 +88,42 @@ def reconcile_promotion(platform: ClusterPlatform, ref: PromotionRef) -> None:
         decision = refuse_spec(before, str(exc), utc_now())
         if decision.status != before:
             resource.save(decision.status)
+            metrics.REACTION_SECONDS.observe(time.monotonic() - started)
     else:
+        model = promotion.spec.model
         before = resource.load()
-        decision = reconcile(promotion, resource, platform.backends(ref))
+        decision = reconcile(
+            promotion,
+            resource,
+            platform.backends(ref),
+            # called once per new transition, right after the status carrying it is saved
+            on_transition=lambda _: metrics.REACTION_SECONDS.observe(time.monotonic() - started),
+        )
         if decision.status.reason == ROLLOUT_NOT_FOUND and before.reason != ROLLOUT_NOT_FOUND:
             log.warning("%s/%s waits: %s", ref.namespace, ref.name, decision.status.message)
             EventRecorder(platform.api, ref).record_wait(
                 len(decision.status.history), ROLLOUT_NOT_FOUND, decision.status.message, utc_now()
             )
-    report_transitions(platform, ref, resource, decision.status.history)
+    report_transitions(platform, ref, resource, decision.status, model)
 
 
 def report_transitions(
-    platform: ClusterPlatform, ref: PromotionRef, resource: PromotionResource, history: list[Transition]
+    platform: ClusterPlatform,
+    ref: PromotionRef,
+    resource: PromotionResource,
+    status: PromotionStatus,
+    model: str | None,
 ) -> None:
     """Log, count and post an Event for each transition not reported yet. The cursor is kept on
     the object, so transitions saved by a process killed before it reported them are reported by
-    the next one (Event names are deterministic: a repeat is the same Event)."""
+    the next one (Event names are deterministic: a repeat is the same Event; a counter may count
+    a transition twice if the process dies between counting and moving the cursor)."""
+    history = status.history
     reported = resource.events_recorded
     if reported >= len(history):
         return
     events = EventRecorder(platform.api, ref)
+    created = _created(resource.current)
     for index in range(reported, len(history)):
         transition = history[index]
         log.info(
@@ -116,8 +135,15 @@ def report_transitions(
             extra={"promotion": ref.name, "namespace": ref.namespace, "phase": transition.phase},
         )
         metrics.record_transition(history, index)
+        if model is not None:
+            metrics.record_outcome(model, created, status, history, index)
         events.record(index, transition)
     resource.mark_events_recorded(len(history))
+
+
+def _created(resource: dict[str, Any] | None) -> datetime | None:
+    stamp = ((resource or {}).get("metadata") or {}).get("creationTimestamp")
+    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
 
 
 def clean_up(platform: ClusterPlatform, ref: PromotionRef, resource: dict[str, Any]) -> None:
@@ -132,6 +158,20 @@ def clean_up(platform: ClusterPlatform, ref: PromotionRef, resource: dict[str, A
 
 def register(registry: kopf.OperatorRegistry, platform: ClusterPlatform) -> None:
     """Attach the handlers to `registry`, bound to `platform` (no module-level global state)."""
+    phases = metrics.PhaseBook()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def promotion_seen(type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        """Every watch event, the initial listing included: the phase gauge follows the cluster."""
+        assert namespace is not None
+        if type == "DELETED":
+            phases.gone(namespace, name)
+            return
+        try:
+            spec: PromotionSpec | None = promotion_of(dict(body)).spec
+        except SpecError:
+            spec = None
+        phases.seen(namespace, name, status_of(dict(body)).phase, spec)
 
     def unsettled(body: kopf.Body, **_: Any) -> bool:
         return not status_of(dict(body)).terminal
@@ -146,6 +186,7 @@ def register(registry: kopf.OperatorRegistry, platform: ClusterPlatform) -> None
     )
     def promotion_timer(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         assert namespace is not None  # ModelPromotion is a namespaced resource
+        metrics.RECONCILE_ROUNDS.inc()
         try:
             reconcile_promotion(platform, PromotionRef(namespace, name, uid))
         except Exception as exc:

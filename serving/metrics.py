@@ -3,7 +3,10 @@
 With PROMETHEUS_MULTIPROC_DIR set (the `serve` command sets it for more than one worker), every
 worker writes its samples to files there and `/metrics` aggregates them, whichever worker answers.
 Per-feature sums and sums of squares let the drift monitor compute the serving mean and variance
-of each input feature and compare them with the training reference.
+of each input feature and compare them with the training reference. The sum is exported as two
+counters, the positive parts and the negative magnitudes (S = increase(pos) - increase(neg)): a gauge
+of a running sum breaks `increase()` (any decrease reads as a counter reset), `delta()` breaks across
+a pod restart, and `promtool check metrics` refuses a gauge named `..._sum`.
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ LOW_CONFIDENCE = Counter(
     "Predictions whose top probability is below the low-confidence threshold.",
     ["model_version"],
 )
-FEATURE_SUM = Gauge(
-    "promoter_input_feature_sum",
-    "Sum of each input feature (for drift).",
+FEATURE_POSITIVE_SUM = Counter(
+    "promoter_input_feature_positive_sum",
+    "Sum of the positive parts of each input feature (for drift; the mean is (pos - neg) / observations).",
     ["feature"],
-    multiprocess_mode="sum",
+)
+FEATURE_NEGATIVE_SUM = Counter(
+    "promoter_input_feature_negative_sum",
+    "Sum of the magnitudes of the negative parts of each input feature (for drift).",
+    ["feature"],
 )
 FEATURE_SQUARES = Counter(
     "promoter_input_feature_sum_squares", "Sum of squares of each input feature.", ["feature"]
@@ -90,22 +97,25 @@ class PredictionRecorder:
         self._per_class = [PREDICTIONS.labels(version, name) for name in class_names]
         self._low_confidence = LOW_CONFIDENCE.labels(version)
         self._low_threshold = low_confidence
-        self._feature_sum = [FEATURE_SUM.labels(str(i)) for i in range(feature_count)]
+        self._feature_positive = [FEATURE_POSITIVE_SUM.labels(str(i)) for i in range(feature_count)]
+        self._feature_negative = [FEATURE_NEGATIVE_SUM.labels(str(i)) for i in range(feature_count)]
         self._feature_squares = [FEATURE_SQUARES.labels(str(i)) for i in range(feature_count)]
         self._reset()
 
     def _reset(self) -> None:
         self._class_counts = np.zeros(len(self._per_class), dtype=np.int64)
         self._low = 0
-        self._sums = np.zeros(len(self._feature_sum), dtype=np.float64)
-        self._squares = np.zeros(len(self._feature_sum), dtype=np.float64)
+        self._positive = np.zeros(len(self._feature_squares), dtype=np.float64)
+        self._negative = np.zeros(len(self._feature_squares), dtype=np.float64)
+        self._squares = np.zeros(len(self._feature_squares), dtype=np.float64)
         self._count = 0
 
     def record(self, inputs: npt.NDArray[np.float32], probabilities: npt.NDArray[np.float32]) -> None:
         self._class_counts += np.bincount(probabilities.argmax(axis=1), minlength=len(self._per_class))
         self._low += int((probabilities.max(axis=1) < self._low_threshold).sum())
         flat = inputs.reshape(len(inputs), -1).astype(np.float64)
-        self._sums += flat.sum(axis=0)
+        self._positive += np.clip(flat, 0.0, None).sum(axis=0)
+        self._negative -= np.clip(flat, None, 0.0).sum(axis=0)
         self._squares += np.einsum("ij,ij->j", flat, flat)
         self._count += len(inputs)
 
@@ -117,8 +127,10 @@ class PredictionRecorder:
                 child.inc(count)
         if self._low:
             self._low_confidence.inc(self._low)
-        for sum_child, value in zip(self._feature_sum, self._sums.tolist(), strict=True):
-            sum_child.inc(value)
+        for child, value in zip(self._feature_positive, self._positive.tolist(), strict=True):
+            child.inc(value)
+        for child, value in zip(self._feature_negative, self._negative.tolist(), strict=True):
+            child.inc(value)
         for square_child, value in zip(self._feature_squares, self._squares.tolist(), strict=True):
             square_child.inc(value)
         FEATURE_COUNT.inc(self._count)

@@ -15,12 +15,14 @@ proxy here). So, in these tests:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,11 @@ class LoadTestKubelet(_Loop):
         self.namespace, self.workdir = namespace, workdir
         self.crash = False
         self.runs: list[str] = []
+        # Entered with (server, namespace, service) while the preview's real server is up: a test can
+        # watch it (e.g. have Prometheus scrape it) for the whole load test.
+        self.serving: Callable[[Server, str, str], AbstractContextManager[object]] = lambda *_: (
+            contextlib.nullcontext()
+        )
 
     def _step(self) -> None:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector="job-name").items
@@ -207,7 +214,7 @@ class LoadTestKubelet(_Loop):
         server = Server(self.workdir, "--model-uri", f"models:/digits/{versions.pop()}")
         try:
             server.wait_ready()
-            with tempfile.TemporaryDirectory() as scratch:
+            with self.serving(server, namespace, service), tempfile.TemporaryDirectory() as scratch:
                 result = Path(scratch) / "result.json"
                 arguments = list(command[1:])
                 arguments[arguments.index("--host") + 1] = server.url

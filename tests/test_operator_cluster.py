@@ -4,10 +4,13 @@ here (workflow pods, inference pods, load-test pods) is played by tests/cluster_
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,18 +24,22 @@ import yaml
 from promoter.crd import GROUP, PLURAL, VERSION
 from promoter.local.rollout import free_port
 from promoter.operator.argo_rollouts import MODEL_URI_ENV
+from promoter.operator.metrics import PHASES
+from promoter.pipelines.digits import load_digits_v1
 from promoter.pipelines.tracking import store_client, tracking_uri
 
 from .chart import crds as chart_crds
 from .chart import find, render
 from .cluster_stand_ins import ArgoController, LoadTestKubelet, ServiceAnswers, wait_for
-from .conftest import EXAMPLES, PROMOTER, register_digits_champion
+from .conftest import EXAMPLES, PROMOTER, REPO, Server, register_digits_champion
+from .prometheus import Prometheus, assert_lint_clean, dashboard_queries
 
 pytestmark = pytest.mark.slow
 
 NAMESPACE = "promoter-e2e"
 ROLLOUT = "digits"
 ROLLOUTS = ("argoproj.io", "v1alpha1")
+DIGITS = load_digits_v1()
 
 
 def _rollout(version: str) -> dict[str, Any]:
@@ -478,3 +485,82 @@ def test_a_second_replica_waits_while_the_first_is_alive_and_takes_over_when_it_
         standby.stop()
     for line in cluster.operator.log_path.read_text().splitlines():
         json.loads(line)  # every line the operator wrote is one JSON object
+
+
+def test_every_dashboard_query_returns_series_during_a_promotion(
+    cluster: Cluster, prometheus: Prometheus
+) -> None:
+    """A real Prometheus scrapes the real operator and real inference servers while a promotion runs:
+    the load test's server of the candidate (behind `digits-preview`, started by the load-test
+    stand-in) and a server of the active version (behind `digits-active`; no kwok pod runs one, so the
+    test starts it and sends it steady traffic, as production would). Then every panel's query of
+    every committed dashboard must return at least one series over the promotion's time range."""
+    cluster.operator.stop()  # a fresh process (the peering test leaves it killed anyway)...
+    cluster.operator.start()
+    wait_for("the phase gauge of a restarted operator", lambda: _phase_gauge_is_right(cluster), 30)
+    operator = f"127.0.0.1:{cluster.operator.metrics}"
+    prometheus.add_target(
+        operator, namespace=NAMESPACE, pod="promoter-operator-0", service="promoter-operator"
+    )
+    champion = _champion(cluster)
+    active = Server(cluster.workdir, "--model-uri", f"models:/digits/{champion}")
+    served: list[str] = []
+
+    @contextlib.contextmanager
+    def scraped(server: Server, namespace: str, service: str) -> Iterator[None]:
+        address = f"127.0.0.1:{server.port}"
+        prometheus.add_target(address, namespace=namespace, service=service, pod=f"{service}-{server.port}")
+        wait_for(f"Prometheus to scrape {service}", lambda: prometheus.scraped_up(address), 30)
+        served.append(service)
+        try:
+            yield
+        finally:
+            time.sleep(2.5)  # two more scrapes: what the load test left in the counters
+            prometheus.remove_target(address)
+
+    stop_traffic = threading.Event()
+
+    def production_traffic() -> None:
+        inputs = {"inputs": DIGITS.features[:8].tolist()}
+        while not stop_traffic.wait(0.2):
+            active.client.post("/predict", json=inputs)
+
+    traffic = threading.Thread(target=production_traffic, daemon=True)
+    start = time.time()
+    try:
+        active.wait_ready()
+        with scraped(active, NAMESPACE, f"{ROLLOUT}-active"):
+            traffic.start()
+            cluster.kubelet.serving = scraped
+            cluster.apply("digits-dashboards", version=_register_again(cluster, champion))
+            status = cluster.settled("digits-dashboards")
+            stop_traffic.set()
+            traffic.join(timeout=10)
+    finally:
+        stop_traffic.set()
+        cluster.kubelet.serving = lambda *_: contextlib.nullcontext()
+        assert active.stop()
+    assert status["phase"] == "Promoted", status
+    assert served == [f"{ROLLOUT}-active", f"{ROLLOUT}-preview"]
+    end = time.time()
+
+    empty = [str(q) for q in dashboard_queries() if not prometheus.query_range(q.promql, start, end)]
+    assert not empty, "queries with no series:\n" + "\n".join(empty)
+    wait_for("the phase gauge after the promotion", lambda: _phase_gauge_is_right(cluster), 30)
+    # the check can fail: a misspelled metric parses, and returns nothing
+    assert not prometheus.query_range("sum(rate(promoter_predictions_totl[1m]))", start, end)
+    # the operator's real port, after a whole module of promotions, passes Prometheus' linter
+    assert_lint_clean((cluster.operator.get("metrics", "/metrics") or "").encode())
+
+
+def _phase_gauge_is_right(cluster: Cluster) -> bool:
+    """promoter_promotions{phase} says how many promotions the cluster has in each phase."""
+    listed = cluster.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    truth = collections.Counter((item.get("status") or {}).get("phase", "Pending") for item in listed)
+    text = cluster.operator.get("metrics", "/metrics") or ""
+    gauge = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("promoter_promotions{")
+    }
+    return set(gauge) == set(PHASES) and gauge == {p: float(truth[p]) for p in PHASES}

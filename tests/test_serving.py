@@ -256,9 +256,13 @@ def test_metrics_describe_traffic_model_and_inputs(server: Server) -> None:
         - metric(before, "promoter_input_feature_observations_total")
         == 10
     )
-    pixel = metric(after, "promoter_input_feature_sum", feature="20") - metric(
-        before, "promoter_input_feature_sum", feature="20"
-    )
+
+    def feature_sum(text: str, feature: str) -> float:
+        return metric(text, "promoter_input_feature_positive_sum_total", feature=feature) - metric(
+            text, "promoter_input_feature_negative_sum_total", feature=feature
+        )
+
+    pixel = feature_sum(after, "20") - feature_sum(before, "20")
     assert pixel == pytest.approx(float(DIGITS.features[:10].reshape(10, -1)[:, 20].sum()))
     assert re.search(r"promoter_forward_batch_size_bucket", after)
 
