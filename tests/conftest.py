@@ -15,8 +15,8 @@ from promoter.local.rollout import free_port
 from .admission_webhook import admission_webhook  # noqa: F401  (the webhook, for test_admission and test_rbac)
 from .kube import control_plane, kube  # noqa: F401  (session fixtures shared by several modules)
 from .openbao import vault  # noqa: F401
-from .tracking import tracking_server  # noqa: F401  (a real MLflow server with basic-auth, users from OpenBao)
 from .prometheus import prometheus  # noqa: F401  (a real Prometheus, for the dashboards' live test)
+from .tracking import tracking_server  # noqa: F401  (a real MLflow server with basic-auth, users from OpenBao)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -40,9 +40,6 @@ README = REPO / "README.md"
 RUNBOOKS = "https://github.com/promoter/promoter/blob/main/README.md#"
 SEVERITIES = {"critical", "warning", "info"}
 
-# Metric names of interface 3 (issue 12) that another branch adds to operator/metrics.py. Allowed here
-# until they are in the registry; test_pending_names_are_still_pending says when to drop one.
-PENDING_INTERFACE_NAMES = {"promoter_reconcile_rounds_total"}
 # Series Prometheus writes itself, for every target.
 PROMETHEUS_SERIES = {"up"}
 
@@ -210,17 +207,10 @@ def test_referenced_names_finds_metrics_only() -> None:
 def test_rules_read_only_metrics_promoter_exports() -> None:
     rules = _rules()
     recorded = {rule["record"] for rule in rules if "record" in rule}
-    allowed = _registered_names() | PENDING_INTERFACE_NAMES | PROMETHEUS_SERIES | recorded
+    allowed = _registered_names() | PROMETHEUS_SERIES | recorded
     read = set().union(*(_referenced_names(rule["expr"]) for rule in rules))
     assert {"promoter_request_duration_seconds_bucket", "promoter_predictions_total"} <= read
     assert read - allowed == set()
-
-
-def test_pending_names_are_still_pending() -> None:
-    """Fails once operator/metrics.py defines a pending name: then drop it from PENDING_INTERFACE_NAMES,
-    so that the registry alone says what exists."""
-    defined = PENDING_INTERFACE_NAMES & _registered_names()
-    assert defined == set(), f"now in the registries: remove {sorted(defined)} from PENDING_INTERFACE_NAMES"
 
 
 def _matchers(label: str) -> set[str]:

@@ -31,7 +31,7 @@ from promoter.pipelines.tracking import store_client, tracking_uri
 from .chart import crds as chart_crds
 from .chart import find, render
 from .cluster_stand_ins import ArgoController, LoadTestKubelet, ServiceAnswers, wait_for
-from .conftest import EXAMPLES, PROMOTER, REPO, Server, register_digits_champion
+from .conftest import EXAMPLES, PROMOTER, Server, register_digits_champion
 from .prometheus import Prometheus, assert_lint_clean, dashboard_queries
 
 pytestmark = pytest.mark.slow
