@@ -230,7 +230,7 @@ def test_serving_is_blue_green_with_probes_and_no_root() -> None:
 def test_the_tracking_server_by_backend() -> None:
     sqlite = find(render(), "Deployment", "promoter-tracking")["spec"]["template"]["spec"]
     [container] = sqlite["containers"]
-    assert container["args"] == [
+    assert container["args"][:-1] == [
         "tracking-server",
         "--host=0.0.0.0",
         "--port=5000",
@@ -241,7 +241,7 @@ def test_the_tracking_server_by_backend() -> None:
     postgres_objects = render(values_files=(EVERYTHING,))
     postgres = find(postgres_objects, "Deployment", "promoter-tracking")["spec"]["template"]["spec"]
     # the URI and its password come from Vault: not on the command line
-    assert postgres["containers"][0]["args"][3:] == ["--artifacts-destination=s3://ml-artifacts/mlflow"]
+    assert postgres["containers"][0]["args"][3:-1] == ["--artifacts-destination=s3://ml-artifacts/mlflow"]
     assert not [d for d in postgres_objects if d["kind"] == "PersistentVolumeClaim"]  # existingClaim
     operator = find(postgres_objects, "Deployment", "promoter-operator")["spec"]["template"]["spec"]
     env = {e["name"]: e["value"] for e in operator["containers"][0]["env"]}
@@ -486,6 +486,7 @@ VALUES: dict[str, Any] = {
     "operator": {"replicas": 2},
     "serving": {"replicas": 2, "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
     "models": [{"name": "digits", "modelUri": "models:/digits@champion"}],
+    assert container["args"][-1].startswith("--allowed-hosts=")  # see the test of the Host names
     "tracking": {"persistence": {"size": "1Gi", "storageClass": "chart-e2e"}},
 }
 
