@@ -267,6 +267,24 @@ def test_each_pod_names_exactly_its_own_vault_role_path_and_mlflow(
         assert {"name": "run", "mountPath": "/run/mlflow"} in container["volumeMounts"]
 
 
+def test_by_default_the_chart_s_pods_log_in_like_the_pods_the_operator_starts() -> None:
+    """Vault's roles accept one audience and the policies read one mount, both from
+    manifests/vault/roles.yaml (what vault-setup applies and the operator gives its own pods): the
+    chart's defaults must be the same, or its pods could not log in or read."""
+    from promoter.vault_setup import TRAINER, load_layout
+
+    trainer = load_layout(REPO / "manifests" / "vault").pod(TRAINER, "https://openbao.example.com:8200")
+    default_audience = {key: value for key, value in WIRED["vault"].items() if key != "audience"}
+    objects = render({**WIRED, "vault": default_audience})
+    pod, container = _container(objects, "Deployment", "promoter-operator")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert [v for v in pod["volumes"] if v["name"] == "vault-token"] == list(trainer.volumes)
+    for name in ("VAULT_ADDR", "VAULT_AUTH_METHOD", "VAULT_KV_MOUNT", "VAULT_CREDENTIAL_FILE"):
+        assert env[name] == trainer.env[name], name
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["vault"]
+    assert (defaults["audience"], defaults["kvMount"]) == (ROLES["audience"], ROLES["kvMount"])
+
+
 def test_without_vault_no_pod_carries_a_vault_variable_or_token() -> None:
     objects = render({"models": WIRED["models"]})
     for where, pod in _pods(objects):
