@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -198,7 +199,273 @@ def test_no_secret_value_is_a_value() -> None:
         "name": "VAULT_TOKEN",
         "valueFrom": {"secretKeyRef": {"name": "vault-admin", "key": "root-token"}},
     }
-    assert not [d for d in objects if d["kind"] == "Secret"]
+    assert not [d for d in objects if d["kind"] == "Secret"]  # OpenBao in the cluster: no reviewer token
+
+
+# Vault in namespace promoter with the setup hook, one model, and an audience other than the default:
+# what each component's pod must say about who it is.
+WIRED: dict[str, Any] = {
+    "vault": {
+        "addr": "https://openbao.example.com:8200",
+        "audience": "bao-audience",
+        "setup": {"enabled": True, "tokenSecret": {"name": "vault-admin"}},
+    },
+    "models": [{"name": "digits", "modelUri": "models:/digits@champion"}],
+}
+TRACKING_URI = "http://promoter-tracking.promoter.svc:5000"
+VAULT_LOGIN = {"VAULT_ADDR", "VAULT_AUTH_METHOD", "VAULT_ROLE", "VAULT_SECRET_PATH", "VAULT_KV_MOUNT"}
+VAULT_LOGIN |= {"VAULT_CREDENTIAL_FILE"}
+
+
+def _container(objects: list[dict[str, Any]], kind: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = find(objects, kind, name)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    return pod, container
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "component", "own_env"),
+    [
+        ("Deployment", "promoter-operator", "operator",
+         {"MLFLOW_TRACKING_URI": TRACKING_URI, "PROMOTER_OPERATOR_IMAGE": "ghcr.io/promoter/promoter:0.1.0",
+          "PROMOTER_OPERATOR_RECONCILE_SECONDS": "5"}),
+        ("Rollout", "digits-serving", "server",
+         {"MLFLOW_TRACKING_URI": TRACKING_URI, "PROMOTER_MODEL_URI": "models:/digits@champion"}),
+        ("Deployment", "promoter-tracking", "tracking",
+         {"PROMOTER_TRACKING_RUN_DIR": "/run/mlflow", "HOME": "/tmp"}),
+    ],
+    ids=["operator", "serving", "tracking"],
+)  # fmt: skip
+def test_each_pod_names_exactly_its_own_vault_role_path_and_mlflow(
+    kind: str, name: str, component: str, own_env: dict[str, str]
+) -> None:
+    """Each pod logs in to Vault as its own component (role, path, the account the role binds) with a
+    projected token for the audience of values, and reaches MLflow at the tracking Service; no
+    other variable, so nothing of another component's rides along."""
+    pod, container = _container(render(WIRED), kind, name)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    expected = ROLES["components"][component]
+    assert env == {
+        **own_env,
+        "VAULT_ADDR": "https://openbao.example.com:8200",
+        "VAULT_AUTH_METHOD": "kubernetes",
+        "VAULT_ROLE": f"promoter-{component}",
+        "VAULT_SECRET_PATH": expected["secretPath"],
+        "VAULT_KV_MOUNT": "secret",
+        "VAULT_CREDENTIAL_FILE": "/var/run/secrets/vault/token",
+    }
+    assert pod["serviceAccountName"] == expected["serviceAccount"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "vault-token"]
+    assert volume["projected"]["sources"] == [
+        {"serviceAccountToken": {"audience": "bao-audience", "path": "token", "expirationSeconds": 3600}}
+    ]
+    assert {"name": "vault-token", "mountPath": "/var/run/secrets/vault", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    if component == "tracking":  # the basic-auth ini (admin password) lives in memory only
+        assert {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+        assert {"name": "run", "mountPath": "/run/mlflow"} in container["volumeMounts"]
+
+
+def test_by_default_the_chart_s_pods_log_in_like_the_pods_the_operator_starts() -> None:
+    """Vault's roles accept one audience and the policies read one mount, both from
+    manifests/vault/roles.yaml (what vault-setup applies and the operator gives its own pods): the
+    chart's defaults must be the same, or its pods could not log in or read."""
+    from promoter.vault_setup import TRAINER, load_layout
+
+    trainer = load_layout(REPO / "manifests" / "vault").pod(TRAINER, "https://openbao.example.com:8200")
+    default_audience = {key: value for key, value in WIRED["vault"].items() if key != "audience"}
+    objects = render({**WIRED, "vault": default_audience})
+    pod, container = _container(objects, "Deployment", "promoter-operator")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert [v for v in pod["volumes"] if v["name"] == "vault-token"] == list(trainer.volumes)
+    for name in ("VAULT_ADDR", "VAULT_AUTH_METHOD", "VAULT_KV_MOUNT", "VAULT_CREDENTIAL_FILE"):
+        assert env[name] == trainer.env[name], name
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["vault"]
+    assert (defaults["audience"], defaults["kvMount"]) == (ROLES["audience"], ROLES["kvMount"])
+
+
+def test_without_vault_no_pod_carries_a_vault_variable_or_token() -> None:
+    objects = render({"models": WIRED["models"]})
+    for where, pod in _pods(objects):
+        names = {e["name"] for c in pod["containers"] for e in c.get("env", [])}
+        assert not {n for n in names if n.startswith("VAULT_")}, where
+        assert "vault-token" not in {v["name"] for v in pod.get("volumes", [])}, where
+
+
+def test_the_operator_hands_its_steps_their_own_role_and_the_tracking_uri(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the chart gives the operator becomes, through the operator's own settings, the Workflow
+    steps' environment: the trainer's role, path and account, the tracking Service; and the load
+    tester's. The operator's own role is on none of them."""
+    from promoter.operator.settings import OperatorSettings
+    from promoter.pipelines.workflow import build_workflow
+    from promoter.promotion.spec import load_promotion
+
+    from .conftest import EXAMPLES
+
+    _, container = _container(render(WIRED), "Deployment", "promoter-operator")
+    for variable in container["env"]:
+        monkeypatch.setenv(variable["name"], variable["value"])
+    settings = OperatorSettings.load()
+    workflow = build_workflow(
+        load_promotion(EXAMPLES / "digits" / "promotion.yaml"), settings.workflows
+    ).to_dict()
+    assert workflow["spec"]["serviceAccountName"] == ROLES["components"]["trainer"]["serviceAccount"]
+    steps = [t for t in workflow["spec"]["templates"] if "script" in t]
+    assert steps
+    for step in steps:
+        env = {e["name"]: e["value"] for e in step["script"]["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == TRACKING_URI, step["name"]
+        assert (env["VAULT_ROLE"], env["VAULT_SECRET_PATH"]) == ("promoter-trainer", "promoter/trainer")
+        assert env["VAULT_ADDR"] == "https://openbao.example.com:8200"
+    load_test = settings.load_test_pod
+    assert (load_test.env["VAULT_ROLE"], load_test.service_account) == (
+        "promoter-loadtester",
+        "promoter-loadtest",
+    )
+    assert "MLFLOW_TRACKING_URI" not in load_test.env  # the load tester needs nothing from MLflow
+
+
+def test_the_tracking_server_accepts_its_service_names_as_host() -> None:
+    """MLflow answers 403 to a Host header it does not list (tests/test_tracking_server.py): the
+    URI the other components use must be among them, with its port."""
+    objects = render({**WIRED, "tracking": {"allowedHosts": ["mlflow.example.com"]}})
+    _, container = _container(objects, "Deployment", "promoter-tracking")
+    [hosts] = [
+        a.removeprefix("--allowed-hosts=") for a in container["args"] if a.startswith("--allowed-hosts=")
+    ]
+    allowed = hosts.split(",")
+    assert TRACKING_URI.removeprefix("http://") in allowed
+    assert {"promoter-tracking", "promoter-tracking:5000", "localhost:*", "mlflow.example.com"} <= set(
+        allowed
+    )
+    bad = {"tracking": {"allowedHosts": ["a.example.com,b"]}}  # one flag: a comma would split it
+    done = helm("template", "check", str(CHART), "--values", "-", values=bad)
+    assert done.returncode == 1 and "at '/tracking/allowedHosts/0'" in done.stderr, done.stderr
+
+
+def test_the_setup_hook_makes_mlflow_users_and_hands_openbao_the_reviewer_token() -> None:
+    """OpenBao outside the cluster (the default): the chart's reviewer account, bound to
+    system:auth-delegator, and its token Secret, which the hook mounts and names on its command line
+    by file; inside the cluster: OpenBao's own account is bound, no token is made or mounted."""
+    objects = render(WIRED)
+    pod, container = _container(objects, "Job", "promoter-vault-setup")
+    assert container["args"] == [
+        "vault-setup",
+        "--kubernetes-host=https://kubernetes.default.svc",
+        "--kubernetes-ca-file=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        "--kubernetes-reviewer-jwt-file=/var/run/secrets/vault-reviewer/token",
+        "--mlflow-users",
+    ]
+    assert {e["name"] for e in container["env"]} == {"VAULT_ADDR", "VAULT_TOKEN"}
+    [volume] = [v for v in pod["volumes"] if v["name"] == "reviewer-token"]
+    assert volume["secret"] == {
+        "secretName": "promoter-vault-reviewer-token",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    secret = find(objects, "Secret", "promoter-vault-reviewer-token")
+    assert secret["type"] == "kubernetes.io/service-account-token" and "data" not in secret
+    assert (
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "promoter-vault-reviewer"
+    )
+    assert find(objects, "ServiceAccount", "promoter-vault-reviewer")["automountServiceAccountToken"] is False
+    binding = find(objects, "ClusterRoleBinding", "promoter-vault-reviewer-auth-delegator")
+    assert binding["roleRef"]["name"] == "system:auth-delegator"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "promoter-vault-reviewer", "namespace": "promoter"}
+    ]
+
+    inside = render(values_files=(EVERYTHING,))
+    pod, container = _container(inside, "Job", "promoter-vault-setup")
+    assert not [a for a in container["args"] if "reviewer" in a] and "--mlflow-users" in container["args"]
+    assert "reviewer-token" not in {v["name"] for v in pod["volumes"]}
+    binding = find(inside, "ClusterRoleBinding", "promoter-vault-reviewer-auth-delegator")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "openbao", "namespace": "openbao"}]
+    assert "promoter-vault-reviewer" not in {
+        d["metadata"]["name"] for d in inside if d["kind"] == "ServiceAccount"
+    }
+
+    untracked = render({**WIRED, "tracking": {"enabled": False}})
+    assert "--mlflow-users" not in _container(untracked, "Job", "promoter-vault-setup")[1]["args"]
+    off = render({**WIRED, "vault": {**WIRED["vault"], "reviewer": {"enabled": False}}})
+    assert not [d for d in off if "vault-reviewer" in d["metadata"]["name"]]
+    done = helm("template", "check", str(CHART), "--namespace", "promoter", "--set",
+                "vault.addr=http://v:8200,vault.reviewer.serviceAccount.name=openbao")  # fmt: skip
+    assert done.returncode == 1 and "vault.reviewer.serviceAccount.namespace" in done.stderr, done.stderr
+
+
+# What a secret looks like where it should never be: a credential-named variable with a literal
+# value, a URI with a password, a private key or certificate, a long opaque string.
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|CREDENTIALS?)$", re.IGNORECASE)
+SECRET_TEXT = [
+    re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE),  # scheme://user:password@
+    re.compile(r"-----BEGIN [A-Z ]+-----"),
+    re.compile(
+        r"(?<![A-Za-z0-9+/=_:-])(?=[A-Za-z0-9+/_=-]*\d)(?=[A-Za-z0-9+/_=-]*[A-Z])[A-Za-z0-9+/_=-]{32,}"
+    ),
+]
+
+
+def _secret_looking(document: Any, where: str = "") -> list[str]:
+    """Every place in a rendered object that holds what looks like a secret."""
+    found = []
+    if isinstance(document, dict):
+        if (
+            isinstance(document.get("name"), str)
+            and "value" in document
+            and SECRET_NAME.search(document["name"])
+        ):
+            found.append(f"{where}: {document['name']} has a literal value")
+        if document.get("kind") == "Secret" and (
+            document.get("type") != "kubernetes.io/service-account-token"
+            or document.get("data")
+            or document.get("stringData")
+        ):
+            found.append(f"{where}: a Secret with content")
+        for key, value in document.items():
+            found += _secret_looking(value, f"{where}.{key}")
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            found += _secret_looking(value, f"{where}[{index}]")
+    elif isinstance(document, str):
+        found += [f"{where}: {pattern.pattern}" for pattern in SECRET_TEXT if pattern.search(document)]
+    return found
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, WIRED, {"values_files": (EVERYTHING,)}],
+    ids=["defaults", "vault-outside", "everything"],
+)
+def test_no_rendered_object_holds_anything_that_looks_like_a_secret(values: dict[str, Any]) -> None:
+    rest = {key: value for key, value in values.items() if key != "values_files"}
+    objects = render(rest, values_files=values.get("values_files", ()))
+    found = [f for d in objects for f in _secret_looking(d, f"{d['kind']} {d['metadata']['name']}")]
+    assert not found, "\n".join(found)
+
+
+def test_the_secret_check_finds_what_it_is_for() -> None:
+    """Its positive control: each kind of leak, put where a user could put it, is found."""
+    leaks = [
+        {"name": "MLFLOW_TRACKING_PASSWORD", "value": "correct horse"},
+        {"name": "PROMOTER_TRACKING_AUTH_DATABASE_URI", "value": "postgresql://mlflow:s3cret@db:5432/auth"},
+        {"name": "SOME_FLAG", "value": "hvs.CAESIJ3kVvM1xQk9Zx7YpQ2wR4tU6iO8pAsD"},
+    ]
+    objects = render({"operator": {"extraEnv": leaks}})
+    found = [f for d in objects for f in _secret_looking(d, d["kind"])]
+    assert len(found) == 3, found
+    assert not _secret_looking({"name": "X", "value": "sha256:" + "0123456789abcdef" * 4})
+
+
+def test_the_prometheus_rule_carries_the_rule_file_s_groups_as_they_are() -> None:
+    """The one source of the rules (charts/promoter/rules/promoter.rules.yaml), which promtool checks
+    as it is (tests/test_alert_rules.py), is what the PrometheusRule carries: no rule lost or changed."""
+    groups = yaml.safe_load((CHART / "rules" / "promoter.rules.yaml").read_text())["groups"]
+    assert groups
+    rule = find(render({"prometheusRule": {"enabled": True}}), "PrometheusRule", "promoter")
+    assert rule["spec"]["groups"] == groups
 
 
 def test_serving_is_blue_green_with_probes_and_no_root() -> None:
@@ -230,18 +497,19 @@ def test_serving_is_blue_green_with_probes_and_no_root() -> None:
 def test_the_tracking_server_by_backend() -> None:
     sqlite = find(render(), "Deployment", "promoter-tracking")["spec"]["template"]["spec"]
     [container] = sqlite["containers"]
-    assert container["args"] == [
+    assert container["args"][:-1] == [
         "tracking-server",
         "--host=0.0.0.0",
         "--port=5000",
         "--backend-store-uri=sqlite:////var/lib/mlflow/mlflow.db",
         "--artifacts-destination=/var/lib/mlflow/artifacts",
     ]
+    assert container["args"][-1].startswith("--allowed-hosts=")  # see the test of the Host names
     assert {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in sqlite["volumes"]
     postgres_objects = render(values_files=(EVERYTHING,))
     postgres = find(postgres_objects, "Deployment", "promoter-tracking")["spec"]["template"]["spec"]
     # the URI and its password come from Vault: not on the command line
-    assert postgres["containers"][0]["args"][3:] == ["--artifacts-destination=s3://ml-artifacts/mlflow"]
+    assert postgres["containers"][0]["args"][3:-1] == ["--artifacts-destination=s3://ml-artifacts/mlflow"]
     assert not [d for d in postgres_objects if d["kind"] == "PersistentVolumeClaim"]  # existingClaim
     operator = find(postgres_objects, "Deployment", "promoter-operator")["spec"]["template"]["spec"]
     env = {e["name"]: e["value"] for e in operator["containers"][0]["env"]}
@@ -373,21 +641,28 @@ def _dry_run_apply(api: Any, document: dict[str, Any]) -> None:
     )
 
 
-@pytest.mark.parametrize("values", [(), (EVERYTHING,)], ids=["defaults", "everything"])
+@pytest.mark.parametrize(
+    ("values", "extra"),
+    [((), {"models": WIRED["models"]}), ((), WIRED), ((EVERYTHING,), {})],
+    ids=["defaults", "vault-outside", "everything"],
+)
 def test_the_api_server_accepts_every_object_rendered(
-    bed: Any, tmp_path: Path, values: tuple[Path, ...]
+    bed: Any, tmp_path: Path, values: tuple[Path, ...], extra: dict[str, Any]
 ) -> None:
     from kubernetes import dynamic
     from kubernetes.client.exceptions import ApiException
 
     api = dynamic.DynamicClient(bed)  # type: ignore[no-untyped-call]
     chart = _chart_copy(tmp_path, {"promotions.json": DASHBOARD}, RULES)
-    extra = {"models": [{"name": "digits", "modelUri": "models:/digits@champion"}]} if not values else {}
     objects = render(extra, values_files=values, chart=chart)
     kinds = {d["kind"] for d in objects}
     if values:
         assert {"Job", "ServiceMonitor", "PrometheusRule", "Certificate", "ConfigMap"} <= kinds
     assert {"Deployment", "Rollout", "KopfPeering", "ValidatingWebhookConfiguration"} <= kinds
+    if extra.get("vault") or values:  # the reviewer's binding (and, outside, its account and token)
+        find(objects, "ClusterRoleBinding", "promoter-vault-reviewer-auth-delegator")
+    if extra.get("vault"):
+        assert find(objects, "Secret", "promoter-vault-reviewer-token")["type"].endswith("-token")
     refused = []
     for document in objects:
         try:
@@ -395,6 +670,67 @@ def test_the_api_server_accepts_every_object_rendered(
         except ApiException as exc:
             refused.append(f"{document['kind']} {document['metadata']['name']}: {exc.status} {exc.body}")
     assert not refused, "\n".join(refused)
+
+
+def _bearer(kube: Any, token: str) -> Any:
+    """An ApiClient that authenticates with `token` alone, as OpenBao would."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = kube.configuration.host
+    configuration.ssl_ca_cert = kube.configuration.ssl_ca_cert
+    configuration.api_key = {"authorization": token}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    return client.ApiClient(configuration)
+
+
+def test_the_reviewer_token_the_chart_makes_may_review_logins(bed: Any) -> None:
+    """For real, not a dry run: the chart's reviewer account, binding and token Secret (OpenBao
+    outside the cluster). The API server's token controller fills the Secret, and with that token,
+    the call OpenBao makes for every login (TokenReview of a pod's projected token, audience vault)
+    is allowed and names the pod's account; the same call with a token lacking the binding is
+    refused. OpenBao itself is tested with such a reviewer in tests/test_vault_kubernetes_auth.py."""
+    from kubernetes import client, dynamic
+    from kubernetes.client.exceptions import ApiException
+
+    from .test_vault_kubernetes_auth import ensure_service_account, mint
+
+    objects = [
+        d
+        for d in render(WIRED, release="rev")
+        if d["metadata"]["name"].startswith("rev-promoter-vault-reviewer")
+    ]
+    order = ["ServiceAccount", "Secret", "ClusterRoleBinding"]  # a token Secret needs its account first
+    objects.sort(key=lambda d: order.index(d["kind"]))
+    assert [d["kind"] for d in objects] == order
+    api = dynamic.DynamicClient(bed)  # type: ignore[no-untyped-call]
+    core: Any = client.CoreV1Api(bed)
+    for document in objects:
+        resource = api.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+        resource.server_side_apply(body=document, field_manager="chart-test", force_conflicts=True)
+    try:
+        secret_name = "rev-promoter-vault-reviewer-token"
+        _wait("the token controller", lambda: bool(core.read_namespaced_secret(secret_name, "promoter").data))
+        reviewer = base64.b64decode(
+            core.read_namespaced_secret(secret_name, "promoter").data["token"]
+        ).decode()
+        ensure_service_account(core, "promoter", "rev-login")
+        login = mint(core, "promoter", "rev-login", ["vault"])
+        review = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=login, audiences=["vault"]))
+        answer: Any = client.AuthenticationV1Api(_bearer(bed, reviewer)).create_token_review(review)
+        assert answer.status.authenticated, answer.status.error
+        assert answer.status.user.username == "system:serviceaccount:promoter:rev-login"
+        unbound = mint(core, "promoter", "rev-login", None)  # an account without system:auth-delegator
+        with pytest.raises(ApiException) as refused:
+            client.AuthenticationV1Api(_bearer(bed, unbound)).create_token_review(review)
+        assert refused.value.status == 403
+    finally:
+        for document in reversed(objects):  # the Secret before its account, whose deletion takes it along
+            resource = api.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+            resource.delete(
+                name=document["metadata"]["name"], namespace=document["metadata"].get("namespace")
+            )
+        core.delete_namespaced_service_account("rev-login", "promoter")
 
 
 # --- install, upgrade, uninstall

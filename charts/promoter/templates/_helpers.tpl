@@ -64,6 +64,30 @@ helm.sh/chart: {{ include "promoter.chart" .root }}
 {{- end -}}
 
 {{/*
+The tracking server's --allowed-hosts: every name of its Service in the cluster, bare and with the
+port, localhost (any port: port-forward), then tracking.allowedHosts (e.g. an Ingress host).
+*/}}
+{{- define "promoter.trackingAllowedHosts" -}}
+{{- $service := include "promoter.trackingService" . -}}
+{{- $hosts := list -}}
+{{- range $name := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) -}}
+{{- $hosts = append $hosts $name -}}
+{{- $hosts = append $hosts (printf "%s:%d" $name (int $.Values.tracking.port)) -}}
+{{- end -}}
+{{- $hosts = concat $hosts (list "localhost" "localhost:*") .Values.tracking.allowedHosts -}}
+{{- join "," $hosts -}}
+{{- end -}}
+
+{{/* The URI the operator, its Workflow steps and the serving pods reach MLflow at; empty: none. */}}
+{{- define "promoter.trackingUri" -}}
+{{- if .Values.tracking.enabled -}}
+{{- printf "http://%s.%s.svc:%d" (include "promoter.trackingService" .) .Release.Namespace (int .Values.tracking.port) -}}
+{{- else -}}
+{{- .Values.tracking.externalUri -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 How one component's pods log in to Vault: its OWN role and path (manifests/vault/roles.yaml), with
 a projected service-account token for Vault's audience (the default token's audience is the API
 server, which the roles refuse). The same shape the operator gives its own pods
