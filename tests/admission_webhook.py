@@ -54,7 +54,9 @@ def webhook_configurations(url: str, ca_pem: bytes) -> list[dict[str, Any]]:
     from .chart import render
 
     kinds = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
-    documents = [d for d in render(release="promoter", namespace="promoter") if d["kind"] in kinds]
+    # A release name of its own: the configurations are cluster-scoped, and test_chart's server-side
+    # dry run of the default release ("promoter") must not merge into these url-based ones.
+    documents = [d for d in render(release="admission-test", namespace="promoter") if d["kind"] in kinds]
     assert len(documents) == 2, documents
     for document in documents:
         for webhook in document["webhooks"]:
