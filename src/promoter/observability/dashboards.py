@@ -46,47 +46,28 @@ Query = tuple[str, str]  # (PromQL, legend)
 PanelBuilder = timeseries.Panel | bargauge.Panel
 
 
-def _targets(panel: PanelBuilder, queries: tuple[Query, ...]) -> None:
+def _panel(
+    panel: PanelBuilder, title: str, description: str, unit: str, queries: tuple[Query, ...], width: int
+) -> None:
+    """What every panel has: its text, unit, the `${datasource}` variable, a size (the builders set
+    none) and one target per query with its refId (the builders leave it empty)."""
+    panel.title(title).description(description).unit(unit).datasource(DATASOURCE).height(HEIGHT).span(width)
+    instant = isinstance(panel, bargauge.Panel)  # a bar shows the value now, not a range
     for ref_id, (expr, legend) in zip(REF_IDS, queries, strict=False):
-        panel.with_target(
-            prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref_id).datasource(DATASOURCE)
-        )
+        target = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref_id)
+        panel.with_target((target.instant() if instant else target).datasource(DATASOURCE))
 
 
 def graph(title: str, description: str, unit: str, *queries: Query, width: int = HALF) -> timeseries.Panel:
-    panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .unit(unit)
-        .datasource(DATASOURCE)
-        .height(HEIGHT)
-        .span(width)
-    )
-    _targets(panel, queries)
+    panel = timeseries.Panel()
+    _panel(panel, title, description, unit, queries, width)
     return panel
 
 
 def bars(title: str, description: str, unit: str, *queries: Query, width: int = HALF) -> bargauge.Panel:
     """The current value of each series (instant queries): how many there are now."""
-    panel = (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .unit(unit)
-        .datasource(DATASOURCE)
-        .height(HEIGHT)
-        .span(width)
-    )
-    for ref_id, (expr, legend) in zip(REF_IDS, queries, strict=False):
-        panel.with_target(
-            prometheus.Dataquery()
-            .expr(expr)
-            .legend_format(legend)
-            .ref_id(ref_id)
-            .instant()
-            .datasource(DATASOURCE)
-        )
+    panel = bargauge.Panel()
+    _panel(panel, title, description, unit, queries, width)
     return panel
 
 
