@@ -5,7 +5,7 @@ field named; what it renders (with the defaults, and with every value set) is ac
 server (server-side apply, dry run, strict field validation); `helm install` brings the operator,
 the tracking server and a model's blue/green Rollout up (kwok makes pods Ready: no container runs);
 `helm upgrade` changes what it should and keeps the model URI the operator set; `helm uninstall`
-leaves nothing behind but the CRDs and the tracking server's data.
+leaves nothing behind but the CRDs (and, by default, the tracking server's data).
 
 Stand-ins, and why: kube-prometheus-stack and cert-manager do not run here, so the kinds their
 CRDs define (ServiceMonitor, PrometheusRule, Certificate, Issuer) are registered with schema-less
@@ -822,7 +822,8 @@ VALUES: dict[str, Any] = {
     "operator": {"replicas": 2},
     "serving": {"replicas": 2, "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
     "models": [{"name": "digits", "modelUri": "models:/digits@champion"}],
-    "tracking": {"persistence": {"size": "1Gi", "storageClass": "chart-e2e"}},
+    # keepOnUninstall off: `helm uninstall` must then leave nothing but the CRDs
+    "tracking": {"persistence": {"size": "1Gi", "storageClass": "chart-e2e", "keepOnUninstall": False}},
 }
 
 # Every namespaced kind the chart makes, and what controllers make from them, found by its label.
@@ -933,8 +934,7 @@ def test_install_upgrade_and_uninstall(bed: Any, control_plane: Any, tmp_path: P
     started = time.monotonic()
     _helm_cluster(control_plane, "uninstall", RELEASE, "--wait", "--timeout", "60s")
     uninstalled = time.monotonic() - started
-    keep = [f"PersistentVolumeClaim {RELEASE}-promoter-tracking-data"]  # the runs outlive the release
-    _wait("the release's objects to go", lambda: _left(kube) == keep)
+    _wait("the release's objects to go", lambda: _left(kube) == [])
     names = {c["metadata"]["name"] for c in crds()}
     extensions: Any = client.ApiextensionsV1Api(kube)
     assert names <= {c.metadata.name for c in extensions.list_custom_resource_definition().items}
@@ -943,3 +943,12 @@ def test_install_upgrade_and_uninstall(bed: Any, control_plane: Any, tmp_path: P
         f"install to available {installed:.1f} s, upgrade {upgraded_in:.1f} s, "
         f"uninstall {uninstalled:.1f} s, all gone {gone:.1f} s"
     )
+
+
+def test_the_tracking_data_outlives_an_uninstall_unless_told_otherwise() -> None:
+    def policy(values: dict[str, Any]) -> str | None:
+        claim = find(render(values), "PersistentVolumeClaim", "promoter-tracking-data")
+        return (claim["metadata"].get("annotations") or {}).get("helm.sh/resource-policy")
+
+    assert policy({}) == "keep"  # the runs, models and artifacts are not the release's to delete
+    assert policy({"tracking": {"persistence": {"keepOnUninstall": False}}}) is None
