@@ -42,12 +42,21 @@ class Model(PythonModel):
 
 
 def act_as(monkeypatch: pytest.MonkeyPatch, server: TrackingServer, login: tuple[str, str]) -> MlflowClient:
-    """An MLflow client that sends `login` (MLflow's client reads these variables at every request)."""
+    """An MLflow client that sends `login` (MLflow's client reads these variables at every request).
+
+    Both URIs point at the server, the registry's too: MLflow keeps a process-wide registry URI, and
+    one an earlier test in this process set (a SQLite store) would otherwise take the registry calls
+    away from the server and its permission checks. The module-level URIs are put back afterwards.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(registry_utils, "_registry_uri", server.uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", server.uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", login[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", login[1])
-    mlflow.set_tracking_uri(server.uri)
-    return MlflowClient(server.uri)
+    return MlflowClient(server.uri, registry_uri=server.uri)
 
 
 def kv(vault: Vault, path: str) -> tuple[dict[str, str], int]:
