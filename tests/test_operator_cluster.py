@@ -7,7 +7,8 @@ artifacts) and the secrets are in a real OpenBao whose Kubernetes auth method ch
 this API server's TokenReview. The operator, the pipeline steps and the servers each reach MLflow
 as their own user, with the password each reads from its own Vault path after logging in with a
 token the API server minted for its service account; the stand-ins take the VAULT_* variables from
-the pod specs the operator (Workflows, Jobs) and the Rollout (inference pods) wrote."""
+the pod specs the operator (Workflows, Jobs) and the Rollout (inference pods) wrote. The last test
+looks for every planted canary and every MLflow password in everything the module left behind."""
 
 from __future__ import annotations
 
@@ -734,3 +735,107 @@ def _phase_gauge_is_right(cluster: Cluster) -> bool:
         if line.startswith("promoter_promotions{")
     }
     return set(gauge) == set(PHASES) and gauge == {p: float(truth[p]) for p in PHASES}
+
+
+def test_each_component_logged_in_to_vault_as_itself(cluster: Cluster) -> None:
+    """The operator and every pipeline step logged in with its own role and read its own path (each
+    process's log says so, key names only); each then reached MLflow with the password from there:
+    the tracking server grants nothing to an unknown or anonymous user."""
+    operator_log = cluster.operator.log_path.read_text()
+    assert "from secret/promoter/operator as role promoter-operator" in operator_log
+    assert "mlflow_tracking_token" in operator_log  # the key of its canary: read, never printed
+    steps = [path.read_text() for path in (cluster.workdir / "argo").rglob("log.txt")]
+    assert len(steps) >= 4  # train and evaluate, of several promotions
+    assert all("from secret/promoter/trainer as role promoter-trainer" in log for log in steps)
+    # every server loaded its model from the tracking server; the only login it had came from Vault:
+    # its pod's template (the operator rewrote only the model URI) names the server's role, no password
+    servers = [path.read_text() for path in cluster.workdir.glob("serve-*.log")]
+    assert len(servers) >= 3 and all("serving models:/digits/" in log for log in servers)
+    container = cluster.rollout()["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert (env["VAULT_ROLE"], env["VAULT_SECRET_PATH"]) == ("promoter-server", "promoter/server")
+    assert not any(name.startswith("MLFLOW_TRACKING_") and name != "MLFLOW_TRACKING_URI" for name in env)
+    import requests
+
+    anonymous = requests.get(f"{cluster.tracking.uri}/api/2.0/mlflow/registered-models/get?name=digits")
+    assert anonymous.status_code == 401
+
+
+def _cluster_objects(cluster: Cluster) -> dict[str, str]:
+    """Every API object of the namespace the leak test reads, as JSON, by kind and name."""
+    from kubernetes import client
+
+    def each(kind: str, items: list[Any]) -> dict[str, str]:
+        dumped = (cluster.api.sanitize_for_serialization(item) for item in items)
+        return {f"{kind}/{item['metadata']['name']}": json.dumps(item) for item in dumped}
+
+    def custom(group: str, version: str, plural: str) -> list[Any]:
+        return list(cluster.objects.list_namespaced_custom_object(group, version, NAMESPACE, plural)["items"])
+
+    batch = client.BatchV1Api(cluster.api)
+    return {
+        **each("ModelPromotion", custom(GROUP, VERSION, PLURAL)),
+        **each("Workflow", custom("argoproj.io", "v1alpha1", "workflows")),
+        **each("Rollout", custom(*ROLLOUTS, "rollouts")),
+        **each("Job", batch.list_namespaced_job(NAMESPACE).items),
+        **each("Pod", cluster.core.list_namespaced_pod(NAMESPACE).items),
+        **each("Event", cluster.core.list_namespaced_event(NAMESPACE).items),
+    }
+
+
+# Where MLflow's basic-auth app must read the admin's password: the ini `promoter tracking-server`
+# writes (mode 0600) into its run directory, a memory emptyDir in the chart.
+AUTH_INI = "run/basic_auth.ini"
+
+
+def _leaks(cluster: Cluster, secrets: dict[str, str]) -> dict[str, list[str]]:
+    """Where each secret (name -> value) appears: the namespace's objects; the workdir (operator,
+    standby, server, load-test and step logs, step outputs); the tracking server's directory (its
+    log, the SQLite store of runs and the registry, the served artifacts, the auth database)."""
+    found: dict[str, list[str]] = {}
+    for where, text in _cluster_objects(cluster).items():
+        hits = [name for name, value in secrets.items() if value in text]
+        if hits:
+            found[where] = hits
+    for root in (cluster.workdir, cluster.tracking.backend.parent):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                exempt = {"promoter-admin"} if path == cluster.tracking.backend.parent / AUTH_INI else set()
+                hits = [n for n, v in secrets.items() if n not in exempt and v.encode() in data]
+                if hits:
+                    found[str(path)] = hits
+    return found
+
+
+def test_no_canary_and_no_mlflow_password_anywhere_after_the_promotions(cluster: Cluster) -> None:
+    """After the module's promotions (Promoted, Rejected, Failed, killed, rolled back, deleted): every
+    canary planted in a component's Vault path was read by its processes and every password was
+    used, yet none is in a promotion's status, an Event, a Workflow, Job, Pod or
+    Rollout, a log, or the MLflow store. The admin's password is allowed in one file only (AUTH_INI)."""
+    canaries = {f"canary of {name}": value for name, value in cluster.vault.canaries.items()}
+    secrets = canaries | {f"password of {user}": value for user, value in cluster.vault.passwords.items()}
+    secrets["promoter-admin"] = secrets.pop("password of promoter-admin")
+    assert (cluster.tracking.backend.parent / AUTH_INI).exists()  # the exemption names a real file
+    assert len(_cluster_objects(cluster)) > 20 and cluster.tracking.backend.stat().st_size > 0
+
+    assert _leaks(cluster, secrets) == {}
+
+    # positive control: a value planted in an Event and in a served artifact is found in both
+    planted = cluster.vault.canaries["trainer"]
+    artifact = cluster.tracking.artifacts / "planted.txt"
+    artifact.write_text(f"left by mistake: {planted}")
+    event = {
+        "metadata": {"name": "planted-canary"},
+        "involvedObject": {"kind": "ModelPromotion", "name": "digits-dashboards", "namespace": NAMESPACE},
+        "reason": "Planted",
+        "message": f"left by mistake: {planted}",
+        "type": "Normal",
+    }
+    cluster.core.create_namespaced_event(NAMESPACE, event)
+    try:
+        found = _leaks(cluster, secrets)
+    finally:
+        artifact.unlink()
+        cluster.core.delete_namespaced_event("planted-canary", NAMESPACE)
+    assert found == {"Event/planted-canary": ["canary of trainer"], str(artifact): ["canary of trainer"]}
