@@ -13,6 +13,10 @@ from promoter.redaction import install_log_redaction
 _LEFT_OUT = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "settings", "k8s_skip"}
 # Chatty at INFO: kopf reports every successful timer run, aiohttp every liveness probe.
 _QUIETER = {"kopf.objects": logging.WARNING, "aiohttp.access": logging.WARNING}
+# Libraries that give their logger a handler of their own at import, with propagation off: MLflow
+# (`mlflow/__init__.py` runs `_configure_mlflow_loggers`), whose REST registry logs "Waiting up to
+# 300 seconds for model version to finish creation" in plain text at every registration.
+_OWN_HANDLERS = ("mlflow",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,3 +45,11 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(max(level, quieter))
     logging.captureWarnings(True)  # library warnings become JSON lines too
     install_log_redaction()
+
+
+def adopt_library_loggers() -> None:
+    """After the libraries are imported: their log lines go through the root's JSON handler too."""
+    for name in _OWN_HANDLERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

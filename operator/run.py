@@ -16,7 +16,7 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from promoter.operator.json_logs import configure_json_logging
+from promoter.operator.json_logs import adopt_library_loggers, configure_json_logging
 from promoter.operator.settings import OperatorSettings
 from promoter.secrets import load_process_secrets
 
@@ -91,6 +91,8 @@ def run_operator(options: OperatorOptions, settings: OperatorSettings | None = N
     configure_json_logging()
     # imported once logging is JSON: MLflow warns on import, and that line must be JSON too
     from promoter.operator.handlers import cluster_platform, register
+
+    adopt_library_loggers()  # MLflow, imported just now, logs through its own plain-text handler
 
     load_process_secrets()  # MLflow credentials, if this deployment keeps them in Vault
     settings = settings or OperatorSettings.load()

@@ -11,30 +11,91 @@ proxy here). So, in these tests:
 - `LoadTestKubelet` plays the kubelet for load-test Job pods: it runs the Job's container command
   for real (Locust against a real `promoter serve` of the version the preview Service selects) and
   writes the exit code and termination message into the pod's status; or it "crashes" the pod.
+- `PodLogins` plays the kubelet's part for each of those processes' identity: the process gets the
+  environment its container spec says (the VAULT_* variables the operator or the Rollout wrote), and
+  its projected service-account token is one the real API server minted (TokenRequest) for the pod's
+  service account and the volume's audience, written to a file. A pod spec with the wrong account,
+  role or audience therefore fails its Vault login here as it would in a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from promoter.operator.argo_rollouts import MODEL_URI_ENV
 from promoter.pipelines.local_executor import WorkflowError, recorded_results, run_workflow
 from promoter.pipelines.steps import WORKDIR_ENV
-from promoter.pipelines.tracking import TRACKING_ENV, tracking_uri
 
 from .conftest import PROMOTER, Server
 
 WORKFLOWS = ("argoproj.io", "v1alpha1")
+CREDENTIAL_FILE = "VAULT_CREDENTIAL_FILE"
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any Vault or MLflow variable: a process started by a
+    stand-in gets those from its pod spec only (the test process itself holds an admin login)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "MLFLOW_"))}
+
+
+class PodLogins:
+    """Projected service-account tokens for local processes, minted by the real API server."""
+
+    def __init__(self, api: Any, namespace: str, directory: Path) -> None:
+        from kubernetes import client
+
+        self.core: Any = client.CoreV1Api(api)
+        self.namespace, self.directory = namespace, directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def token_file(self, service_account: str, audience: str | None) -> Path:
+        """TokenRequest for `service_account` and `audience` (None: the API server's own), as the
+        kubelet asks for a projected token."""
+        from kubernetes import client
+
+        audiences = [audience] if audience else []
+        spec = client.V1TokenRequestSpec(audiences=audiences, expiration_seconds=3600)
+        answer = self.core.create_namespaced_service_account_token(
+            service_account, self.namespace, client.AuthenticationV1TokenRequest(spec=spec)
+        )
+        path = self.directory / f"{service_account}-{audience or 'api'}.jwt"
+        path.write_text(answer.status.token)
+        return path
+
+    def process_env(
+        self, pod_spec: Mapping[str, Any], container: Mapping[str, Any], volumes: list[Any] | None = None
+    ) -> dict[str, str]:
+        """The container's environment (plain values: the operator writes no secret into a spec), with
+        VAULT_CREDENTIAL_FILE at a real token of the pod's service account for the audience its
+        projected volume asks for. `volumes`: where the spec keeps them elsewhere (a Workflow's spec)."""
+        env = {item["name"]: str(item.get("value", "")) for item in container.get("env") or []}
+        if CREDENTIAL_FILE in env:
+            in_pod = PurePosixPath(env[CREDENTIAL_FILE])
+            mount = next(
+                m
+                for m in container.get("volumeMounts") or []
+                if in_pod.parent == PurePosixPath(m["mountPath"])
+            )
+            volume = next(v for v in volumes or pod_spec.get("volumes") or [] if v["name"] == mount["name"])
+            token = next(
+                source["serviceAccountToken"]
+                for source in volume["projected"]["sources"]
+                if source.get("serviceAccountToken", {}).get("path") == in_pod.name
+            )
+            account = pod_spec.get("serviceAccountName") or "default"
+            env[CREDENTIAL_FILE] = str(self.token_file(account, token["audience"]))
+        return env
 
 
 class _Loop(threading.Thread):
@@ -63,13 +124,21 @@ class _Loop(threading.Thread):
 
 
 class ArgoController(_Loop):
-    def __init__(self, api: Any, namespace: str, workdir: Path) -> None:
+    def __init__(self, api: Any, namespace: str, workdir: Path, logins: PodLogins) -> None:
         from kubernetes import client
 
         super().__init__(self._step)
         self.objects: Any = client.CustomObjectsApi(api)
-        self.namespace, self.workdir = namespace, workdir
-        self.env = {TRACKING_ENV: tracking_uri(workdir), WORKDIR_ENV: str(workdir)}
+        self.namespace, self.workdir, self.logins = namespace, workdir, logins
+
+    def _env(self, workflow: dict[str, Any]) -> dict[str, str]:
+        """A step's environment: the template's own variables (tracking URI, Vault role and path, as
+        the operator wrote them), its pod's token, and the workdir that stands in for the cluster's
+        shared volume. Nothing of the test process's MLflow or Vault variables."""
+        spec = workflow["spec"]
+        script = next(t for t in spec["templates"] if "script" in t)["script"]
+        pod = {**self.logins.process_env(spec, script, spec.get("volumes"))}
+        return {**clean_env(), **pod, WORKDIR_ENV: str(self.workdir)}
 
     def _step(self) -> None:
         workflows = self.objects.list_namespaced_custom_object(*WORKFLOWS, self.namespace, "workflows")
@@ -82,7 +151,7 @@ class ArgoController(_Loop):
         name = workflow["metadata"]["name"]
         directory = self.workdir / "argo" / name
         try:
-            run_workflow(workflow, directory, env=self.env, max_new_tasks=1)
+            run_workflow(workflow, directory, env=self._env(workflow), max_new_tasks=1, inherit=False)
         except WorkflowError as exc:
             self._write(name, {"phase": "Failed", "message": str(exc)})
             return
@@ -107,17 +176,22 @@ class ArgoController(_Loop):
         )
 
 
-def _selected_versions(core: Any, namespace: str, service: str) -> set[str]:
+def selected_pods(core: Any, namespace: str, service: str) -> dict[str, dict[str, Any]]:
+    """The Ready pods behind a Service, by the model version each serves (pod objects as dicts)."""
     selector = core.read_namespaced_service(service, namespace).spec.selector or {}
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
-    versions = set()
+    pods = {}
     for pod in core.list_namespaced_pod(namespace, label_selector=label_selector).items:
         ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
         if pod.status.phase == "Running" and ready and pod.metadata.deletion_timestamp is None:
             for env in pod.spec.containers[0].env or []:
                 if env.name == MODEL_URI_ENV:
-                    versions.add(env.value.rsplit("/", 1)[1])
-    return versions
+                    pods[env.value.rsplit("/", 1)[1]] = core.api_client.sanitize_for_serialization(pod)
+    return pods
+
+
+def _selected_versions(core: Any, namespace: str, service: str) -> set[str]:
+    return set(selected_pods(core, namespace, service))
 
 
 class ServiceAnswers:
@@ -156,12 +230,12 @@ class ServiceAnswers:
 class LoadTestKubelet(_Loop):
     """Ends each Running load-test pod: `crash` (exit 137, no message) or a real run of its command."""
 
-    def __init__(self, api: Any, namespace: str, workdir: Path) -> None:
+    def __init__(self, api: Any, namespace: str, workdir: Path, logins: PodLogins) -> None:
         from kubernetes import client
 
         super().__init__(self._step)
         self.core: Any = client.CoreV1Api(api)
-        self.namespace, self.workdir = namespace, workdir
+        self.namespace, self.workdir, self.logins = namespace, workdir, logins
         self.crash = False
         self.runs: list[str] = []
         # Entered with (server, namespace, service) while the preview's real server is up: a test can
@@ -182,7 +256,8 @@ class LoadTestKubelet(_Loop):
         if self.crash:
             code, message = 137, ""
         else:
-            code, message = self._run(list(container.command))
+            spec = self.core.api_client.sanitize_for_serialization(pod.spec)
+            code, message = self._run(pod.metadata.name, spec)
         terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
         if message:
             terminated["message"] = message
@@ -201,17 +276,26 @@ class LoadTestKubelet(_Loop):
         }
         self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, {"status": status})
 
-    def _run(self, command: list[str]) -> tuple[int, str]:
+    def serve(self, pod: Mapping[str, Any], version: str) -> Server:
+        """A real `promoter serve` of what an inference pod serves, as that pod's container would run:
+        its environment (tracking URI, its Vault role and path) and its service account's token."""
+        spec = pod["spec"]
+        env = self.logins.process_env(spec, spec["containers"][0])
+        return Server(self.workdir, "--model-uri", f"models:/digits/{version}", env=env)
+
+    def _run(self, name: str, spec: dict[str, Any]) -> tuple[int, str]:
         """The Job's command, with the preview Service's address replaced by a real local server of
-        the version that Service selects, and the termination-message path by a temporary file."""
+        the version that Service selects, and the termination-message path by a temporary file. The
+        load test runs with its container's environment and token; its output goes to a log file."""
+        container = spec["containers"][0]
+        command = list(container["command"])
         host = command[command.index("--host") + 1]
         service, namespace = host.removeprefix("http://").split(".")[:2]
-        from kubernetes import client
-
-        versions = _selected_versions(client.CoreV1Api(self.core.api_client), namespace, service)
-        if len(versions) != 1:
+        pods = selected_pods(self.core, namespace, service)
+        if len(pods) != 1:
             return 1, ""
-        server = Server(self.workdir, "--model-uri", f"models:/digits/{versions.pop()}")
+        [(version, pod)] = pods.items()
+        server = self.serve(pod, version)
         try:
             server.wait_ready()
             with self.serving(server, namespace, service), tempfile.TemporaryDirectory() as scratch:
@@ -223,9 +307,11 @@ class LoadTestKubelet(_Loop):
                     [str(PROMOTER), *arguments],
                     capture_output=True,
                     text=True,
+                    env={**clean_env(), **self.logins.process_env(spec, container)},
                     timeout=300,
                     check=False,
                 )
+                (self.workdir / f"{name}.log").write_text(completed.stdout + completed.stderr)
                 return completed.returncode, result.read_text() if result.exists() else ""
         finally:
             server.stop()

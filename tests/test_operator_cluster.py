@@ -1,18 +1,27 @@
 """The operator (`promoter operator`, a real kopf process) against the real test bed: kube-apiserver,
 controller-manager, scheduler, kwok nodes and the real Argo Rollouts controller. What cannot run
-here (workflow pods, inference pods, load-test pods) is played by tests/cluster_stand_ins.py."""
+here (workflow pods, inference pods, load-test pods) is played by tests/cluster_stand_ins.py.
+
+MLflow is a real `promoter tracking-server` (MLflow's basic-auth app, SQLite store and served
+artifacts) and the secrets are in a real OpenBao whose Kubernetes auth method checks logins with
+this API server's TokenReview. The operator, the pipeline steps and the servers each reach MLflow
+as their own user, with the password each reads from its own Vault path after logging in with a
+token the API server minted for its service account; the stand-ins take the VAULT_* variables from
+the pod specs the operator (Workflows, Jobs) and the Rollout (inference pods) wrote. The last test
+looks for every planted canary and every MLflow password in everything the module left behind."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import json
-import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +35,32 @@ from promoter.local.rollout import free_port
 from promoter.operator.argo_rollouts import MODEL_URI_ENV
 from promoter.operator.metrics import PHASES
 from promoter.pipelines.digits import load_digits_v1
-from promoter.pipelines.tracking import store_client, tracking_uri
+from promoter.pipelines.tracking import store_client
+from promoter.vault_setup import (
+    ADMIN_PASSWORD_KEY,
+    ADMIN_USERNAME_KEY,
+    MLFLOW_PASSWORD_KEY,
+    MLFLOW_USERNAME_KEY,
+    VaultLayout,
+    load_layout,
+)
 
 from .chart import crds as chart_crds
 from .chart import find, render
-from .cluster_stand_ins import ArgoController, LoadTestKubelet, ServiceAnswers, wait_for
-from .conftest import EXAMPLES, PROMOTER, Server, register_digits_champion
+from .cluster_stand_ins import (
+    ArgoController,
+    LoadTestKubelet,
+    PodLogins,
+    ServiceAnswers,
+    clean_env,
+    selected_pods,
+    wait_for,
+)
+from .conftest import EXAMPLES, PROMOTER, register_digits_champion
+from .openbao import REPO, bao_dev_server
 from .prometheus import Prometheus, assert_lint_clean, dashboard_queries
+from .test_vault_kubernetes_auth import REVIEWER, ensure_service_account
+from .tracking import TrackingServer, start_tracking_server, stop_tracking_server
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +70,114 @@ ROLLOUTS = ("argoproj.io", "v1alpha1")
 DIGITS = load_digits_v1()
 
 
-def _rollout(version: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ClusterVault:
+    addr: str
+    layout: VaultLayout  # manifests/vault with its roles bound to the test namespace's accounts
+    logins: PodLogins
+    canaries: dict[str, str]  # component -> the value planted in its Vault path
+    passwords: dict[str, str]  # MLflow user -> its password (every component's and the admin's)
+
+    def identity(self, component: str) -> dict[str, str]:
+        """The VAULT_* variables of a pod of `component` as the chart gives them (`VaultLayout.pod`),
+        with a token the API server minted for its service account."""
+        pod = self.layout.pod(component, self.addr)
+        spec = {"serviceAccountName": pod.service_account, "volumes": list(pod.volumes)}
+        env = [{"name": k, "value": v} for k, v in pod.env.items()]
+        return self.logins.process_env(spec, {"env": env, "volumeMounts": list(pod.volume_mounts)})
+
+
+@pytest.fixture(scope="module")
+def cluster_vault(
+    kube: Any, control_plane: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterVault]:
+    """An OpenBao of this module's own (the session's `vault` binds its roles to namespace
+    `promoter`): manifests/vault with `namespace: promoter-e2e`, applied by `promoter vault-setup`
+    with the Kubernetes auth method against the test bed's API server (a reviewer account bound to
+    system:auth-delegator, as the chart ships) and `--mlflow-users`; a canary in every path."""
+    from kubernetes import client
+
+    directory = tmp_path_factory.mktemp("cluster-vault")
+    layout_directory = directory / "layout"
+    shutil.copytree(REPO / "manifests" / "vault", layout_directory)
+    roles = yaml.safe_load((layout_directory / "roles.yaml").read_text())
+    (layout_directory / "roles.yaml").write_text(yaml.safe_dump(roles | {"namespace": NAMESPACE}))
+    layout = load_layout(layout_directory)
+    core: Any = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    for account in {c.service_account for c in layout.components} | {REVIEWER}:
+        ensure_service_account(core, NAMESPACE, account)
+    binding: Any = {
+        "metadata": {"name": f"{NAMESPACE}-vault-reviewer"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:auth-delegator",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": NAMESPACE}],
+    }
+    client.RbacAuthorizationV1Api(kube).create_cluster_role_binding(binding)
+    logins = PodLogins(kube, NAMESPACE, directory / "tokens")
+    with bao_dev_server(directory / "bao.log") as addr:
+        import hvac
+
+        setup = subprocess.run(
+            [
+                str(PROMOTER), "vault-setup", "--directory", str(layout_directory), "--mlflow-users",
+                "--kubernetes-host", control_plane.server, "--kubernetes-ca-file", str(control_plane.ca_file),
+                "--kubernetes-reviewer-jwt-file", str(logins.token_file(REVIEWER, None)),
+            ],
+            capture_output=True,
+            text=True,
+            env={**clean_env(), "VAULT_ADDR": addr, "VAULT_TOKEN": "root"},
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        admin = hvac.Client(url=addr, token="root")
+        canaries, passwords = {}, {}
+        for component in layout.components:
+            canaries[component.name] = f"canary-{component.name}-{uuid.uuid4().hex}"
+            values = _read_kv(admin, layout, component.secret_path)
+            values["mlflow_tracking_token"] = canaries[component.name]
+            admin.secrets.kv.v2.create_or_update_secret(
+                component.secret_path, values, mount_point=layout.kv_mount
+            )
+            for user, password in (
+                (MLFLOW_USERNAME_KEY, MLFLOW_PASSWORD_KEY),
+                (ADMIN_USERNAME_KEY, ADMIN_PASSWORD_KEY),
+            ):
+                if password in values:
+                    passwords[values[user]] = values[password]
+        assert {"promoter-operator", "promoter-trainer", "promoter-server"} < set(passwords), set(passwords)
+        yield ClusterVault(addr, layout, logins, canaries, passwords)
+
+
+def _read_kv(admin: Any, layout: VaultLayout, path: str) -> dict[str, str]:
+    """The keys at `path` (none yet: an empty dict)."""
+    import hvac
+
+    try:
+        answer = admin.secrets.kv.v2.read_secret_version(
+            path, mount_point=layout.kv_mount, raise_on_deleted_version=True
+        )
+    except hvac.exceptions.InvalidPath:
+        return {}
+    return dict(answer["data"]["data"])
+
+
+def _rollout(version: str, vault: ClusterVault, tracking: str) -> dict[str, Any]:
+    """The serving Rollout as the chart makes it: the server's account, Vault login and tracking URI."""
+    pod = vault.layout.pod("server", vault.addr)
+    env = {**pod.env, "MLFLOW_TRACKING_URI": tracking, MODEL_URI_ENV: f"models:/digits/{version}"}
     server = {
         "name": "server",
         "image": "promoter:test",
         "args": ["serve", "--port", "8080"],
-        "env": [{"name": MODEL_URI_ENV, "value": f"models:/digits/{version}"}],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": list(pod.volume_mounts),
     }
+    spec = {"serviceAccountName": pod.service_account, "containers": [server], "volumes": list(pod.volumes)}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -56,7 +185,7 @@ def _rollout(version: str) -> dict[str, Any]:
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": ROLLOUT}},
-            "template": {"metadata": {"labels": {"app": ROLLOUT}}, "spec": {"containers": [server]}},
+            "template": {"metadata": {"labels": {"app": ROLLOUT}}, "spec": spec},
             "strategy": {
                 "blueGreen": {
                     "activeService": f"{ROLLOUT}-active",
@@ -71,14 +200,22 @@ def _rollout(version: str) -> dict[str, Any]:
 
 class OperatorProcess:
     def __init__(
-        self, kubeconfig: Path, workdir: Path, service_url: str, log_name: str = "operator.log"
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        service_url: str,
+        tracking: str,
+        identity: dict[str, str],
+        log_name: str = "operator.log",
     ) -> None:
+        """`identity`: the operator's VAULT_* variables (its MLflow login comes from Vault)."""
         self.log_path = workdir / log_name
         self.liveness, self.metrics = free_port(), free_port()
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            **clean_env(),
+            **identity,
             "KUBECONFIG": str(kubeconfig),
-            "MLFLOW_TRACKING_URI": tracking_uri(workdir),
+            "MLFLOW_TRACKING_URI": tracking,
             "PROMOTER_OPERATOR_SERVICE_URL": service_url,
             "PROMOTER_OPERATOR_RECONCILE_SECONDS": "0.5",
             "PROMOTER_OPERATOR_IMAGE": "promoter:test",
@@ -131,6 +268,8 @@ class Cluster:
     operator: OperatorProcess
     argo: ArgoController
     kubelet: LoadTestKubelet
+    vault: ClusterVault
+    tracking: TrackingServer
 
     @property
     def objects(self) -> Any:
@@ -237,25 +376,49 @@ def _install_peering(api: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(kube: Any, control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    kube: Any, control_plane: Any, cluster_vault: ClusterVault, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+
+    tracking = start_tracking_server(
+        None, tmp_path_factory.mktemp("cluster-tracking"), identity=cluster_vault.identity("tracking")
+    )
+    admin = pytest.MonkeyPatch()  # this process (the test's own MLflow client) is the admin
+    admin.setenv("MLFLOW_TRACKING_USERNAME", "promoter-admin")
+    admin.setenv("MLFLOW_TRACKING_PASSWORD", cluster_vault.passwords["promoter-admin"])
+    try:
+        workdir = register_digits_champion(tmp_path_factory.mktemp("cluster-registry"), tracking.uri)
+        with _cluster(kube, control_plane, cluster_vault, tracking, workdir) as state:
+            yield state
+    finally:
+        admin.undo()
+        stop_tracking_server(tracking)
+
+
+@contextlib.contextmanager
+def _cluster(
+    kube: Any, control_plane: Any, vault: ClusterVault, tracking: TrackingServer, workdir: Path
+) -> Iterator[Cluster]:
     from kubernetes import client
 
-    workdir = register_digits_champion(tmp_path_factory.mktemp("cluster-registry"))
     core: Any = client.CoreV1Api(kube)
     objects: Any = client.CustomObjectsApi(kube)
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
     _install_peering(kube)
     for side in ("active", "preview"):
         service = {"selector": {"app": ROLLOUT}, "ports": [{"port": 8080}]}
         core.create_namespaced_service(
             NAMESPACE, {"metadata": {"name": f"{ROLLOUT}-{side}"}, "spec": service}
         )
-    objects.create_namespaced_custom_object(*ROLLOUTS, NAMESPACE, "rollouts", _rollout("1"))
+    objects.create_namespaced_custom_object(
+        *ROLLOUTS, NAMESPACE, "rollouts", _rollout("1", vault, tracking.uri)
+    )
     answers = ServiceAnswers(kube)
-    argo = ArgoController(kube, NAMESPACE, workdir)
-    kubelet = LoadTestKubelet(kube, NAMESPACE, workdir)
-    operator = OperatorProcess(control_plane.kubeconfig, workdir, answers.url_template)
-    state = Cluster(kube, workdir, operator, argo, kubelet)
+    argo = ArgoController(kube, NAMESPACE, workdir, vault.logins)
+    kubelet = LoadTestKubelet(kube, NAMESPACE, workdir, vault.logins)
+    operator = OperatorProcess(
+        control_plane.kubeconfig, workdir, answers.url_template, tracking.uri, vault.identity("operator")
+    )
+    state = Cluster(kube, workdir, operator, argo, kubelet, vault, tracking)
     wait_for(
         "the champion's Rollout to be Healthy",
         lambda: (state.rollout().get("status") or {}).get("phase") == "Healthy",
@@ -306,7 +469,8 @@ def test_a_trained_candidate_goes_end_to_end(cluster: Cluster) -> None:
 
 
 def _mlflow(cluster: Cluster) -> Any:
-    return store_client(tracking_uri(cluster.workdir))
+    """The test's own client of the tracking server, as the MLflow admin."""
+    return store_client(cluster.tracking.uri)
 
 
 def _champion(cluster: Cluster) -> str:
@@ -317,7 +481,10 @@ def _register_again(cluster: Cluster, version: str) -> str:
     """Another registry version of an existing model: a candidate that skips training."""
     mlflow = _mlflow(cluster)
     existing = mlflow.get_model_version("digits", version)
-    return str(mlflow.create_model_version("digits", existing.source, run_id=existing.run_id).version)
+    # over REST a `models:/m-...` source must come with its logged model's id (the server checks it)
+    logged = existing.model_id or existing.source.removeprefix("models:/")
+    again = mlflow.create_model_version("digits", existing.source, run_id=existing.run_id, model_id=logged)
+    return str(again.version)
 
 
 def test_a_load_test_over_budget_rejects_and_leaves_the_active_side_untouched(cluster: Cluster) -> None:
@@ -462,8 +629,9 @@ def test_a_second_replica_waits_while_the_first_is_alive_and_takes_over_when_it_
 ) -> None:
     kubeconfig = Path(cluster.operator.env["KUBECONFIG"])
     url = cluster.operator.env["PROMOTER_OPERATOR_SERVICE_URL"]
-    standby = OperatorProcess(kubeconfig, cluster.workdir, url, log_name="standby.log")
-    standby.env["MLFLOW_TRACKING_URI"] = cluster.operator.env["MLFLOW_TRACKING_URI"]
+    tracking = cluster.tracking.uri
+    identity = cluster.vault.identity("operator")
+    standby = OperatorProcess(kubeconfig, cluster.workdir, url, tracking, identity, log_name="standby.log")
 
     def peers() -> dict[str, Any]:
         peering = cluster.objects.get_namespaced_custom_object(
@@ -503,11 +671,14 @@ def test_every_dashboard_query_returns_series_during_a_promotion(
         operator, namespace=NAMESPACE, pod="promoter-operator-0", service="promoter-operator"
     )
     champion = _champion(cluster)
-    active = Server(cluster.workdir, "--model-uri", f"models:/digits/{champion}")
+    # a server as the active pod runs it: that pod's environment and service account's token
+    active = cluster.kubelet.serve(
+        selected_pods(cluster.core, NAMESPACE, f"{ROLLOUT}-active")[champion], champion
+    )
     served: list[str] = []
 
     @contextlib.contextmanager
-    def scraped(server: Server, namespace: str, service: str) -> Iterator[None]:
+    def scraped(server: Any, namespace: str, service: str) -> Iterator[None]:
         address = f"127.0.0.1:{server.port}"
         prometheus.add_target(address, namespace=namespace, service=service, pod=f"{service}-{server.port}")
         wait_for(f"Prometheus to scrape {service}", lambda: prometheus.scraped_up(address), 30)
@@ -564,3 +735,107 @@ def _phase_gauge_is_right(cluster: Cluster) -> bool:
         if line.startswith("promoter_promotions{")
     }
     return set(gauge) == set(PHASES) and gauge == {p: float(truth[p]) for p in PHASES}
+
+
+def test_each_component_logged_in_to_vault_as_itself(cluster: Cluster) -> None:
+    """The operator and every pipeline step logged in with its own role and read its own path (each
+    process's log says so, key names only); each then reached MLflow with the password from there:
+    the tracking server grants nothing to an unknown or anonymous user."""
+    operator_log = cluster.operator.log_path.read_text()
+    assert "from secret/promoter/operator as role promoter-operator" in operator_log
+    assert "mlflow_tracking_token" in operator_log  # the key of its canary: read, never printed
+    steps = [path.read_text() for path in (cluster.workdir / "argo").rglob("log.txt")]
+    assert len(steps) >= 4  # train and evaluate, of several promotions
+    assert all("from secret/promoter/trainer as role promoter-trainer" in log for log in steps)
+    # every server loaded its model from the tracking server; the only login it had came from Vault:
+    # its pod's template (the operator rewrote only the model URI) names the server's role, no password
+    servers = [path.read_text() for path in cluster.workdir.glob("serve-*.log")]
+    assert len(servers) >= 3 and all("serving models:/digits/" in log for log in servers)
+    container = cluster.rollout()["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert (env["VAULT_ROLE"], env["VAULT_SECRET_PATH"]) == ("promoter-server", "promoter/server")
+    assert not any(name.startswith("MLFLOW_TRACKING_") and name != "MLFLOW_TRACKING_URI" for name in env)
+    import requests
+
+    anonymous = requests.get(f"{cluster.tracking.uri}/api/2.0/mlflow/registered-models/get?name=digits")
+    assert anonymous.status_code == 401
+
+
+def _cluster_objects(cluster: Cluster) -> dict[str, str]:
+    """Every API object of the namespace the leak test reads, as JSON, by kind and name."""
+    from kubernetes import client
+
+    def each(kind: str, items: list[Any]) -> dict[str, str]:
+        dumped = (cluster.api.sanitize_for_serialization(item) for item in items)
+        return {f"{kind}/{item['metadata']['name']}": json.dumps(item) for item in dumped}
+
+    def custom(group: str, version: str, plural: str) -> list[Any]:
+        return list(cluster.objects.list_namespaced_custom_object(group, version, NAMESPACE, plural)["items"])
+
+    batch = client.BatchV1Api(cluster.api)
+    return {
+        **each("ModelPromotion", custom(GROUP, VERSION, PLURAL)),
+        **each("Workflow", custom("argoproj.io", "v1alpha1", "workflows")),
+        **each("Rollout", custom(*ROLLOUTS, "rollouts")),
+        **each("Job", batch.list_namespaced_job(NAMESPACE).items),
+        **each("Pod", cluster.core.list_namespaced_pod(NAMESPACE).items),
+        **each("Event", cluster.core.list_namespaced_event(NAMESPACE).items),
+    }
+
+
+# Where MLflow's basic-auth app must read the admin's password: the ini `promoter tracking-server`
+# writes (mode 0600) into its run directory, a memory emptyDir in the chart.
+AUTH_INI = "run/basic_auth.ini"
+
+
+def _leaks(cluster: Cluster, secrets: dict[str, str]) -> dict[str, list[str]]:
+    """Where each secret (name -> value) appears: the namespace's objects; the workdir (operator,
+    standby, server, load-test and step logs, step outputs); the tracking server's directory (its
+    log, the SQLite store of runs and the registry, the served artifacts, the auth database)."""
+    found: dict[str, list[str]] = {}
+    for where, text in _cluster_objects(cluster).items():
+        hits = [name for name, value in secrets.items() if value in text]
+        if hits:
+            found[where] = hits
+    for root in (cluster.workdir, cluster.tracking.backend.parent):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                exempt = {"promoter-admin"} if path == cluster.tracking.backend.parent / AUTH_INI else set()
+                hits = [n for n, v in secrets.items() if n not in exempt and v.encode() in data]
+                if hits:
+                    found[str(path)] = hits
+    return found
+
+
+def test_no_canary_and_no_mlflow_password_anywhere_after_the_promotions(cluster: Cluster) -> None:
+    """After the module's promotions (Promoted, Rejected, Failed, killed, rolled back, deleted): every
+    canary planted in a component's Vault path was read by its processes and every password was
+    used, yet none is in a promotion's status, an Event, a Workflow, Job, Pod or
+    Rollout, a log, or the MLflow store. The admin's password is allowed in one file only (AUTH_INI)."""
+    canaries = {f"canary of {name}": value for name, value in cluster.vault.canaries.items()}
+    secrets = canaries | {f"password of {user}": value for user, value in cluster.vault.passwords.items()}
+    secrets["promoter-admin"] = secrets.pop("password of promoter-admin")
+    assert (cluster.tracking.backend.parent / AUTH_INI).exists()  # the exemption names a real file
+    assert len(_cluster_objects(cluster)) > 20 and cluster.tracking.backend.stat().st_size > 0
+
+    assert _leaks(cluster, secrets) == {}
+
+    # positive control: a value planted in an Event and in a served artifact is found in both
+    planted = cluster.vault.canaries["trainer"]
+    artifact = cluster.tracking.artifacts / "planted.txt"
+    artifact.write_text(f"left by mistake: {planted}")
+    event = {
+        "metadata": {"name": "planted-canary"},
+        "involvedObject": {"kind": "ModelPromotion", "name": "digits-dashboards", "namespace": NAMESPACE},
+        "reason": "Planted",
+        "message": f"left by mistake: {planted}",
+        "type": "Normal",
+    }
+    cluster.core.create_namespaced_event(NAMESPACE, event)
+    try:
+        found = _leaks(cluster, secrets)
+    finally:
+        artifact.unlink()
+        cluster.core.delete_namespaced_event("planted-canary", NAMESPACE)
+    assert found == {"Event/planted-canary": ["canary of trainer"], str(artifact): ["canary of trainer"]}

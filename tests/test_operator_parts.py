@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 from promoter.operator.argo_workflows import task_outputs
@@ -80,3 +82,22 @@ def test_log_lines_are_json_with_context_and_without_secrets() -> None:
     assert line["level"] == "info" and line["promotion"] == "digits-1"
     assert "s3cr3t" not in json.dumps(line)
     assert "settings" not in line
+
+
+def test_mlflow_log_lines_are_json_too() -> None:
+    """MLflow's logger has a plain-text handler of its own (set at import): registering a version over
+    REST logs through it, a line that broke the operator's one-JSON-object-per-line log."""
+    program = (
+        "import logging\n"
+        "from promoter.operator.json_logs import adopt_library_loggers, configure_json_logging\n"
+        "configure_json_logging()\n"
+        "import mlflow.store.model_registry.abstract_store\n"
+        "adopt_library_loggers()\n"
+        "logging.getLogger('mlflow.store.model_registry.abstract_store').info('Waiting up to 300 seconds')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True
+    )
+
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["message"] for line in lines] == ["Waiting up to 300 seconds"], done.stderr

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,19 @@ def provision_mlflow_users(vault: Vault, *extra: str) -> subprocess.CompletedPro
     )
 
 
-def start_tracking_server(vault: Vault, directory: Path, *options: str) -> TrackingServer:
-    """`promoter tracking-server` on loopback, SQLite backend and served artifacts under `directory`."""
+def start_tracking_server(
+    vault: Vault | None, directory: Path, *options: str, identity: Mapping[str, str] | None = None
+) -> TrackingServer:
+    """`promoter tracking-server` on loopback, SQLite backend and served artifacts under `directory`.
+
+    `identity`: its VAULT_* variables (e.g. a Kubernetes login); default: a JWT login to `vault`."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "MLFLOW_", "PROMOTER_"))}
-    env.update(vault_env(vault, "tracking", directory))
+    if identity is None:
+        assert vault is not None
+        identity = vault_env(vault, "tracking", directory)
+    env.update(identity)
     env["PROMOTER_TRACKING_RUN_DIR"] = str(directory / "run")
     log = directory / "tracking-server.log"
     backend = directory / "mlflow.db"
