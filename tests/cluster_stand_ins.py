@@ -38,6 +38,7 @@ from promoter.pipelines.local_executor import WorkflowError, recorded_results, r
 from promoter.pipelines.steps import WORKDIR_ENV
 
 from .conftest import PROMOTER, Server
+from .kube import mint
 
 WORKFLOWS = ("argoproj.io", "v1alpha1")
 CREDENTIAL_FILE = "VAULT_CREDENTIAL_FILE"
@@ -62,15 +63,9 @@ class PodLogins:
     def token_file(self, service_account: str, audience: str | None) -> Path:
         """TokenRequest for `service_account` and `audience` (None: the API server's own), as the
         kubelet asks for a projected token."""
-        from kubernetes import client
-
-        audiences = [audience] if audience else []
-        spec = client.V1TokenRequestSpec(audiences=audiences, expiration_seconds=3600)
-        answer = self.core.create_namespaced_service_account_token(
-            service_account, self.namespace, client.AuthenticationV1TokenRequest(spec=spec)
-        )
+        token = mint(self.core, self.namespace, service_account, [audience] if audience else None, 3600)
         path = self.directory / f"{service_account}-{audience or 'api'}.jwt"
-        path.write_text(answer.status.token)
+        path.write_text(token)
         return path
 
     def process_env(

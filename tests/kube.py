@@ -65,3 +65,58 @@ def impersonating(kube: Any, user: str) -> Any:
     api = client.ApiClient(configuration=kube.configuration)
     api.set_default_header("Impersonate-User", user)  # type: ignore[no-untyped-call]
     return api
+
+
+# The account OpenBao reviews logins as (TokenReview): the chart's `vault.reviewer` plays this part.
+TOKEN_REVIEWER = "promoter-vault-reviewer"
+
+
+def create_unless_present(api: Any, document: dict[str, Any]) -> None:
+    """Create `document`; one that already exists (409) is fine (a session's test bed is shared)."""
+    from kubernetes import utils
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        utils.create_from_dict(api, document)  # type: ignore[no-untyped-call]
+    except utils.FailToCreateError as exc:
+        if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
+            raise
+
+
+def ensure_service_account(core: Any, namespace: str, name: str) -> None:
+    create_unless_present(
+        core.api_client,
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+    )
+
+
+def bind_token_reviewer(api: Any, namespace: str, account: str = TOKEN_REVIEWER) -> None:
+    """Let `account` review tokens (ClusterRole system:auth-delegator), as OpenBao's reviewer must."""
+    create_unless_present(
+        api,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{namespace}-{account}-auth-delegator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        },
+    )
+
+
+def mint(
+    core: Any, namespace: str, service_account: str, audiences: list[str] | None, seconds: int = 600
+) -> str:
+    """A token the API server signs for `service_account` (TokenRequest), for `audiences` (None or
+    empty: the API server's own), as the kubelet asks for a projected token."""
+    from kubernetes import client
+
+    spec = client.V1TokenRequestSpec(audiences=audiences or [], expiration_seconds=seconds)
+    answer = core.create_namespaced_service_account_token(
+        service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec)
+    )
+    return str(answer.status.token)

@@ -30,6 +30,7 @@ import yaml
 
 from .chart import CHART, crds, find, helm, render
 from .conftest import REPO, run_cli
+from .kube import create_unless_present, ensure_service_account, mint
 
 EVERYTHING = REPO / "tests" / "chart_values" / "everything.yaml"
 ROLES = yaml.safe_load((REPO / "manifests" / "vault" / "roles.yaml").read_text())
@@ -593,15 +594,10 @@ def _wait(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
 
 def _ensure(kube: Any, documents: list[dict[str, Any]]) -> None:
     """Create what is missing (CRDs, namespaces), then wait until the API server serves the CRDs."""
-    from kubernetes import client, utils
-    from kubernetes.client.exceptions import ApiException
+    from kubernetes import client
 
     for document in documents:
-        try:
-            utils.create_from_dict(kube, document)  # type: ignore[no-untyped-call]
-        except utils.FailToCreateError as exc:
-            if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
-                raise
+        create_unless_present(kube, document)
     extensions: Any = client.ApiextensionsV1Api(kube)
 
     def established(name: str) -> Callable[[], bool]:
@@ -692,8 +688,6 @@ def test_the_reviewer_token_the_chart_makes_may_review_logins(bed: Any) -> None:
     refused. OpenBao itself is tested with such a reviewer in tests/test_vault_kubernetes_auth.py."""
     from kubernetes import client, dynamic
     from kubernetes.client.exceptions import ApiException
-
-    from .test_vault_kubernetes_auth import ensure_service_account, mint
 
     objects = [
         d

@@ -57,9 +57,10 @@ from .cluster_stand_ins import (
     wait_for,
 )
 from .conftest import EXAMPLES, PROMOTER, register_digits_champion
+from .kube import TOKEN_REVIEWER as REVIEWER
+from .kube import bind_token_reviewer, create_unless_present, ensure_service_account
 from .openbao import REPO, bao_dev_server
 from .prometheus import Prometheus, assert_lint_clean, dashboard_queries
-from .test_vault_kubernetes_auth import REVIEWER, ensure_service_account
 from .tracking import TrackingServer, start_tracking_server, stop_tracking_server
 
 pytestmark = pytest.mark.slow
@@ -107,16 +108,7 @@ def cluster_vault(
     core.create_namespace({"metadata": {"name": NAMESPACE}})
     for account in {c.service_account for c in layout.components} | {REVIEWER}:
         ensure_service_account(core, NAMESPACE, account)
-    binding: Any = {
-        "metadata": {"name": f"{NAMESPACE}-vault-reviewer"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "system:auth-delegator",
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": NAMESPACE}],
-    }
-    client.RbacAuthorizationV1Api(kube).create_cluster_role_binding(binding)
+    bind_token_reviewer(kube, NAMESPACE, REVIEWER)
     logins = PodLogins(kube, NAMESPACE, directory / "tokens")
     with bao_dev_server(directory / "bao.log") as addr:
         import hvac
@@ -351,16 +343,12 @@ class Cluster:
 def _install_peering(api: Any) -> None:
     """What the chart installs for peering: kopf's CRD (crds/), then the KopfPeering object in our
     namespace."""
-    from kubernetes import client, utils
+    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     [crd] = [c for c in chart_crds() if c["spec"]["group"] == "kopf.dev"]
     peering = find(render(), "KopfPeering", "promoter")
-    try:
-        utils.create_from_dict(api, crd)  # type: ignore[no-untyped-call]
-    except utils.FailToCreateError as exc:
-        if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
-            raise
+    create_unless_present(api, crd)
     objects: Any = client.CustomObjectsApi(api)
     peering["metadata"]["namespace"] = NAMESPACE
     group, version = peering["apiVersion"].split("/")

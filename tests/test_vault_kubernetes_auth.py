@@ -22,28 +22,12 @@ from kubernetes.client.exceptions import ApiException
 
 from promoter.secrets import SecretStore, VaultDenied, VaultSettings
 
+from .kube import TOKEN_REVIEWER as REVIEWER
+from .kube import bind_token_reviewer, ensure_service_account, mint
 from .openbao import Vault, wait_until
 
 PROMOTER = Path(sys.executable).parent / "promoter"
-REVIEWER = "promoter-vault-reviewer"
 COMPONENTS = ("operator", "trainer", "server", "loadtester", "tracking")
-
-
-def mint(core: Any, namespace: str, service_account: str, audiences: list[str] | None) -> str:
-    """A token the API server signs for `service_account` (TokenRequest), for `audiences`."""
-    spec = client.V1TokenRequestSpec(audiences=audiences or [], expiration_seconds=600)
-    answer = core.create_namespaced_service_account_token(
-        service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec)
-    )
-    return str(answer.status.token)
-
-
-def ensure_service_account(core: Any, namespace: str, name: str) -> None:
-    try:
-        core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata={"name": name}))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +45,7 @@ def kubernetes_auth(
     for component in vault.layout.components:
         ensure_service_account(core, namespace, component.service_account)
     ensure_service_account(core, namespace, REVIEWER)
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": f"{REVIEWER}-auth-delegator"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "system:auth-delegator",
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": namespace}],
-    }
-    try:
-        client.RbacAuthorizationV1Api(kube).create_cluster_role_binding(binding)  # type: ignore[arg-type]
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    bind_token_reviewer(kube, namespace, REVIEWER)
     directory = tmp_path_factory.mktemp("kubernetes-auth")
     reviewer = directory / "reviewer.jwt"
     reviewer.write_text(mint(core, namespace, REVIEWER, None))  # the API server's own audience
