@@ -726,9 +726,9 @@ def _phase_gauge_is_right(cluster: Cluster) -> bool:
 
 
 def test_each_component_logged_in_to_vault_as_itself(cluster: Cluster) -> None:
-    """The operator and every pipeline step logged in with its own role and read its own path (each
-    process's log says so, key names only); each then reached MLflow with the password from there:
-    the tracking server grants nothing to an unknown or anonymous user."""
+    """The operator, every pipeline step, every server and every load test logged in with its own
+    role and read its own path (each process's log says so, key names only); each then reached MLflow
+    with the password from there: the tracking server grants nothing to an unknown or anonymous user."""
     operator_log = cluster.operator.log_path.read_text()
     assert "from secret/promoter/operator as role promoter-operator" in operator_log
     assert "mlflow_tracking_token" in operator_log  # the key of its canary: read, never printed
@@ -739,6 +739,12 @@ def test_each_component_logged_in_to_vault_as_itself(cluster: Cluster) -> None:
     # its pod's template (the operator rewrote only the model URI) names the server's role, no password
     servers = [path.read_text() for path in cluster.workdir.glob("serve-*.log")]
     assert len(servers) >= 3 and all("serving models:/digits/" in log for log in servers)
+    assert all("from secret/promoter/server as role promoter-server" in log for log in servers)
+    # the stand-in writes each load test's output under its Job pod's name
+    load_tests = [path.read_text() for path in cluster.workdir.glob("*-loadtest-*.log")]
+    assert load_tests and all(
+        "from secret/promoter/loadtester as role promoter-loadtester" in log for log in load_tests
+    )
     container = cluster.rollout()["spec"]["template"]["spec"]["containers"][0]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert (env["VAULT_ROLE"], env["VAULT_SECRET_PATH"]) == ("promoter-server", "promoter/server")

@@ -186,6 +186,30 @@ def test_serve_refuses_a_bad_vault_variable_by_name_without_a_traceback(
     assert "VAULT_AUTH_METHOD" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_load_tester_logs_in_as_itself_and_a_refused_login_writes_no_result(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`promoter load-test` (the load-test Job) reads its own path before it loads anything; a token
+    of another component is refused, and then no result is written (a crash is never a pass)."""
+    profile = '{"users": 1, "spawnRate": 1, "duration": "1s"}'
+    result_file = tmp_path / "result.json"
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
+    monkeypatch.setenv("VAULT_ROLE", "promoter-loadtester")
+    monkeypatch.setenv("VAULT_SECRET_PATH", "promoter/loadtester")
+    monkeypatch.setenv("VAULT_AUTH_METHOD", "jwt")
+    for who, service_account in (("server", "promoter-serving"), ("loadtester", "promoter-loadtest")):
+        token = service_account_token(vault, service_account, tmp_path / f"{who}.jwt")
+        monkeypatch.setenv("VAULT_CREDENTIAL_FILE", str(token))
+        # nothing listens on port 1: a login that works still ends in a failed load test
+        done = run_cli(
+            "load-test", "--host", "http://127.0.0.1:1", "--profile", profile, "--result-file", result_file
+        )
+        assert done.returncode == 1 and not result_file.exists(), done.stderr
+        assert vault.canaries["loadtester"] not in done.stdout + done.stderr
+        login = "(mlflow_tracking_token) from secret/promoter/loadtester as role promoter-loadtester"
+        assert (login in done.stderr) is (who == "loadtester"), done.stderr
+
+
 def test_missing_keys_never_show_the_secrets_that_are_there(vault: Vault, tmp_path: Path) -> None:
     store = jwt_store(vault, "trainer", "trainer", tmp_path)
     with pytest.raises(VaultError) as missing:

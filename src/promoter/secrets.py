@@ -123,6 +123,15 @@ class SecretStore:
             raise VaultError(f"{self.settings.kv_mount}/{self.settings.secret_path} has no key {key!r}")
         return secrets[key]
 
+    def describe(self) -> str:
+        """Which keys came from where, as whom: names only, never a value (for logs and stderr)."""
+        keys = sorted(self.read())
+        settings = self.settings
+        return (
+            f"loaded {len(keys)} secret(s) ({', '.join(keys)}) from {settings.kv_mount}/"
+            f"{settings.secret_path} as role {settings.role}"
+        )
+
     def read(self) -> dict[str, str]:
         if self._cached is not None and self._clock() - self._cached_at < self.cache_seconds:
             return dict(self._cached)
@@ -239,13 +248,5 @@ def load_process_secrets() -> SecretStore | None:
     for key, variable in CLIENT_ENV.items():
         if key in secrets:
             os.environ[variable] = secrets[key]
-    settings = store.settings
-    log.info(
-        "loaded %d secret(s) (%s) from %s/%s as role %s",
-        len(secrets),
-        ", ".join(sorted(secrets)),
-        settings.kv_mount,
-        settings.secret_path,
-        settings.role,
-    )
+    log.info("%s", store.describe())
     return store

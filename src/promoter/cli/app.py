@@ -61,6 +61,24 @@ def refuse(message: str) -> NoReturn:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def load_own_secrets() -> None:
+    """Log in to Vault as this process's own component (VAULT_* variables), hand the secrets to their
+    clients, and say on stderr which keys came from where, as whom: never a value. Bad Vault
+    variables are bad input (exit 2); a Vault that refuses or cannot be reached is a failure (1)."""
+    from promoter.secrets import VaultError, load_process_secrets
+    from promoter.settings import SettingsError
+
+    try:
+        store = load_process_secrets()
+    except SettingsError as exc:
+        refuse(str(exc))
+    except VaultError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    if store is not None:
+        err.print(store.describe(), highlight=False, markup=False)
+
+
 def load_spec(path: Path, *, check: bool = True) -> ModelPromotion:
     """The CLI's one way to read a spec. A file that cannot be read, is binary, is not YAML, is not a
     ModelPromotion or is refused by `promoter.validation` exits 2 with the file and each field

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promoter.cli.app import EXIT_FAILED, app, err, out, refuse
+from promoter.cli.app import EXIT_FAILED, app, err, load_own_secrets, out, refuse
 
 PANEL = "Cluster"
 
@@ -345,6 +345,7 @@ def load_test(
         load = LoadTest.model_validate(json.loads(profile))
     except (ValueError, ValidationError) as exc:
         refuse(f"--profile: {exc}")
+    load_own_secrets()  # the load tester's own role: whatever calling the preview may need
     with tempfile.TemporaryDirectory(prefix="promoter-loadtest-") as scratch:
         try:
             result = run_locust(host, load, Path(scratch))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from promoter.cli.app import EXIT_FAILED, WorkdirOpt, app, err, refuse
+from promoter.cli.app import EXIT_FAILED, WorkdirOpt, app, err, load_own_secrets, refuse
 
 PANEL = "Serving"
 
@@ -72,19 +72,11 @@ def serve(
 
     from promoter.local.store import replace_file
     from promoter.pipelines.tracking import configure_tracking, resolve_workdir
-    from promoter.secrets import VaultError, load_process_secrets
     from promoter.serving.metrics import MULTIPROC_ENV
     from promoter.serving.model import ModelResolutionError, resolve
     from promoter.serving.settings import ServeSettings
-    from promoter.settings import SettingsError
 
-    try:
-        load_process_secrets()
-    except SettingsError as exc:
-        refuse(str(exc))
-    except VaultError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
+    load_own_secrets()
     listener = _bind(host, port)
     client = configure_tracking(resolve_workdir(workdir))
     try:
