@@ -13,6 +13,7 @@ import pytest
 from promoter.local.rollout import free_port
 
 from .admission_webhook import admission_webhook  # noqa: F401  (the webhook, for test_admission and test_rbac)
+from .gitops import applications, argocd  # noqa: F401  (a real Argo CD, for the GitOps tests)
 from .kube import control_plane, kube  # noqa: F401  (session fixtures shared by several modules)
 from .openbao import vault  # noqa: F401
 from .prometheus import prometheus  # noqa: F401  (a real Prometheus, for the dashboards' live test)
