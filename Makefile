@@ -76,7 +76,7 @@ typecheck: install  ## mypy (strict) over the installed `promoter` package and t
 	$(BIN)/mypy -p promoter
 	$(BIN)/mypy tests
 
-testbed:  ## build the Kubernetes test bed (etcd, control plane, kwok, Argo Rollouts) once per machine, into the cache
+testbed:  ## build the Kubernetes test bed (etcd, control plane, kwok, Argo Rollouts, Argo CD) once per machine, into the cache
 	python3 dev/testbed.py build
 
 # Two workers, one file each at a time (module fixtures stay in one process): the operator's
