@@ -691,8 +691,10 @@ def test_the_reviewer_token_the_chart_makes_may_review_logins(bed: Any) -> None:
 
     objects = [
         d
-        for d in render(WIRED, release="rev")
-        if d["metadata"]["name"].startswith("rev-promoter-vault-reviewer")
+        for d in render(WIRED, release="rev")  # the binding: rev-promoter-promoter-..., with the namespace
+        if d["metadata"]["name"].startswith(
+            ("rev-promoter-vault-reviewer", "rev-promoter-promoter-vault-reviewer")
+        )
     ]
     order = ["ServiceAccount", "Secret", "ClusterRoleBinding"]  # a token Secret needs its account first
     objects.sort(key=lambda d: order.index(d["kind"]))
