@@ -158,10 +158,13 @@ promoting a candidate rewrites it in the live pod template. If `helm upgrade` re
 from values.yaml, every upgrade would put the first model back (and start a blue/green rollout to
 it, or worse, promote it by the next approval). So when the Rollout exists, its live value is kept
 (`lookup`); values' modelUri is only the first. `helm template` cannot look up (no cluster): it
-renders values' modelUri. Call with (dict "root" $ "model" $model).
+renders values' modelUri, or without one the model's alias of this environment
+(models:/NAME@<operator.championAlias>). Argo CD renders like `helm template`: the Applications
+`promoter gitops init` writes keep the operator's fields with ignoreDifferences instead. Call with
+(dict "root" $ "model" $model).
 */}}
 {{- define "promoter.modelUri" -}}
-{{- $uri := .model.modelUri -}}
+{{- $uri := default (printf "models:/%s@%s" .model.name .root.Values.operator.championAlias) .model.modelUri -}}
 {{- $live := lookup "argoproj.io/v1alpha1" "Rollout" .root.Release.Namespace (printf "%s-serving" .model.name) -}}
 {{- if $live -}}
 {{- range $live.spec.template.spec.containers -}}
