@@ -114,12 +114,26 @@ def _set_in(values: dict[str, Any], dotted: str) -> bool:
         (["--set", "operator.replicas=two"], "/operator/replicas", "got string, want integer"),
         (["--set", "operator.replica=2"], "/operator", "additional properties 'replica' not allowed"),
         (["--set", "models[0].name=Digits,models[0].modelUri=models:/d/1"], "/models/0/name", "pattern"),
-        (["--set", "models[0].name=digits"], "/models/0", "missing property 'modelUri'"),
+        (["--set", "models[0].name=digits,models[0].modelUri=digits"], "/models/0/modelUri", "pattern"),
+        (["--set", "models[0].replicas=2"], "/models/0", "missing property 'name'"),
+        (["--set", "operator.championAlias=prod/1"], "/operator/championAlias", "pattern"),
+        (["--set", "gitops.record.branch="], "/gitops/record/branch", "minLength"),
         (["--set", "tracking.backend=mysql"], "/tracking/backend", "must be one of 'sqlite', 'postgresql'"),
         (["--set", "serving.gpu=-1"], "/serving/gpu", "minimum"),
         (["--set", "image.digest=latest"], "/image/digest", "pattern"),
     ],
-    ids=["type", "unknown-key", "model-name", "model-uri-missing", "backend", "gpu", "digest"],
+    ids=[
+        "type",
+        "unknown-key",
+        "model-name",
+        "model-uri",
+        "model-name-missing",
+        "alias",
+        "record-branch",
+        "backend",
+        "gpu",
+        "digest",
+    ],
 )
 @pytest.mark.parametrize("command", ["template", "install"])
 def test_a_wrong_value_fails_with_the_field_named(
@@ -229,7 +243,7 @@ def _container(objects: list[dict[str, Any]], kind: str, name: str) -> tuple[dic
     [
         ("Deployment", "promoter-operator", "operator",
          {"MLFLOW_TRACKING_URI": TRACKING_URI, "PROMOTER_OPERATOR_IMAGE": "ghcr.io/promoter/promoter:0.1.0",
-          "PROMOTER_OPERATOR_RECONCILE_SECONDS": "5"}),
+          "PROMOTER_OPERATOR_RECONCILE_SECONDS": "5", "PROMOTER_OPERATOR_CHAMPION_ALIAS": "champion"}),
         ("Rollout", "digits-serving", "server",
          {"MLFLOW_TRACKING_URI": TRACKING_URI, "PROMOTER_MODEL_URI": "models:/digits@champion"}),
         ("Deployment", "promoter-tracking", "tracking",
@@ -522,6 +536,23 @@ def test_the_tracking_server_by_backend() -> None:
     assert "promoter-tracking" not in {d["metadata"]["name"] for d in untracked}
 
 
+def test_gitops_settings_and_the_argo_cd_role_come_only_with_an_application() -> None:
+    """Off by default: the operator acts on whatever is applied, and reads nothing of Argo CD's. With
+    gitops.application: its settings, and a read-only Role on Applications in Argo CD's namespace
+    (named with the release's namespace: every environment puts one there)."""
+    for values, expected in (({}, set()), ({"gitops": {"application": "staging"}}, {"argocd"})):
+        objects = render(values, namespace="ml")
+        _, operator = _container(objects, "Deployment", "promoter-operator")
+        env = {e["name"] for e in operator["env"]}
+        assert bool(
+            {"PROMOTER_OPERATOR_GITOPS_APPLICATION", "PROMOTER_OPERATOR_GITOPS_NAMESPACE"} & env
+        ) is bool(expected)
+        assert not {n for n in env if n.startswith("PROMOTER_OPERATOR_RECORD_")}  # no record repository
+        roles = {d["metadata"]["namespace"] for d in objects if d["kind"] == "Role"} - {"ml"}
+        assert roles == expected
+    find(objects, "Role", "promoter-ml-operator-gitops")
+
+
 def test_the_webhook_admits_only_what_the_operator_watches() -> None:
     objects = render(values_files=(EVERYTHING,))
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
@@ -617,7 +648,8 @@ def _ensure(kube: Any, documents: list[dict[str, Any]]) -> None:
 def bed(kube: Any) -> Any:
     """The chart's CRDs, stand-ins for the monitoring and cert-manager kinds, and the namespaces."""
     namespaces = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("promoter", "team-a")
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+        for n in ("promoter", "team-a", "gitops")  # gitops: everything.yaml's Argo CD namespace
     ]
     _ensure(kube, [*crds(), *(_stand_in_crd(*kind) for kind in sorted(STAND_IN_KINDS)), *namespaces])
     return kube
@@ -691,8 +723,10 @@ def test_the_reviewer_token_the_chart_makes_may_review_logins(bed: Any) -> None:
 
     objects = [
         d
-        for d in render(WIRED, release="rev")
-        if d["metadata"]["name"].startswith("rev-promoter-vault-reviewer")
+        for d in render(WIRED, release="rev")  # the binding: rev-promoter-promoter-..., with the namespace
+        if d["metadata"]["name"].startswith(
+            ("rev-promoter-vault-reviewer", "rev-promoter-promoter-vault-reviewer")
+        )
     ]
     order = ["ServiceAccount", "Secret", "ClusterRoleBinding"]  # a token Secret needs its account first
     objects.sort(key=lambda d: order.index(d["kind"]))

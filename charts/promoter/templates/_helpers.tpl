@@ -5,15 +5,32 @@
 {{- end -}}
 
 {{/*
-The prefix of what is named per release (cluster-wide objects above all, where two releases would
-collide). A release named like the chart ("promoter") gets the plain names the docs use:
-promoter-editor, promoter-approver, promoter-operator-cluster.
+The prefix of what is named per release. A release named like the chart ("promoter") gets the plain
+names the docs use (promoter-operator, promoter-tracking). Cluster-scoped names add the namespace:
+promoter.clusterFullname.
 */}}
 {{- define "promoter.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 40 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The prefix of cluster-scoped names (ClusterRoles, ClusterRoleBindings, and namespaced objects the
+chart puts in a namespace another release may share, such as Argo CD's): the release's prefix and
+its namespace, so that two releases of one name in two namespaces (the GitOps layout's `promoter`
+in `staging` and in `production`, one cluster) never claim the same object. The release installed
+the documented way (release `promoter` in namespace `promoter`) keeps the plain names the docs use:
+promoter-editor, promoter-approver, promoter-operator-cluster.
+*/}}
+{{- define "promoter.clusterFullname" -}}
+{{- $fullname := include "promoter.fullname" . -}}
+{{- if eq $fullname .Release.Namespace -}}
+{{- $fullname -}}
+{{- else -}}
+{{- printf "%s-%s" $fullname .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
 
@@ -141,10 +158,13 @@ promoting a candidate rewrites it in the live pod template. If `helm upgrade` re
 from values.yaml, every upgrade would put the first model back (and start a blue/green rollout to
 it, or worse, promote it by the next approval). So when the Rollout exists, its live value is kept
 (`lookup`); values' modelUri is only the first. `helm template` cannot look up (no cluster): it
-renders values' modelUri. Call with (dict "root" $ "model" $model).
+renders values' modelUri, or without one the model's alias of this environment
+(models:/NAME@<operator.championAlias>). Argo CD renders like `helm template`: the Applications
+`promoter gitops init` writes keep the operator's fields with ignoreDifferences instead. Call with
+(dict "root" $ "model" $model).
 */}}
 {{- define "promoter.modelUri" -}}
-{{- $uri := .model.modelUri -}}
+{{- $uri := default (printf "models:/%s@%s" .model.name .root.Values.operator.championAlias) .model.modelUri -}}
 {{- $live := lookup "argoproj.io/v1alpha1" "Rollout" .root.Release.Namespace (printf "%s-serving" .model.name) -}}
 {{- if $live -}}
 {{- range $live.spec.template.spec.containers -}}

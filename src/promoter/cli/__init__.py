@@ -9,7 +9,7 @@ from __future__ import annotations
 from promoter.cli.app import app
 
 # isort: off
-from promoter.cli import pipeline, local, serve, cluster
+from promoter.cli import pipeline, local, serve, cluster, gitops
 # isort: on
 
-__all__ = ["app", "cluster", "local", "pipeline", "serve"]
+__all__ = ["app", "cluster", "gitops", "local", "pipeline", "serve"]

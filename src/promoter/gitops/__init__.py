@@ -1,0 +1,1 @@
+"""Promotion through git: the repository layout Argo CD syncs each environment from (`scaffold`)."""
