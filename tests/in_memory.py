@@ -19,7 +19,10 @@ from promoter.promotion.engine import (
     LoadTestObservation,
     Need,
     PreviewObservation,
+    ProvenanceObservation,
+    RecordObservation,
     WorkflowObservation,
+    record_path,
 )
 from promoter.promotion.gates import GateResult
 from promoter.promotion.names import CHAMPION_ALIAS, PREVIOUS_CHAMPION_ALIAS
@@ -111,6 +114,7 @@ class InMemoryRegistry:
         self.aliases: dict[str, dict[str, str]] = {}  # model -> alias -> version
         self.alias_moves: list[AliasMove] = []
         self.registrations = 0
+        self.proven_images: dict[tuple[str, str], str] = {}  # (model, version) -> image
 
     # what the pipelines do outside the port
 
@@ -164,6 +168,13 @@ class InMemoryRegistry:
         if current is not None:
             self._set_alias(model, PREVIOUS_CHAMPION_ALIAS, current, reason)
         self._set_alias(model, CHAMPION_ALIAS, version, reason)
+
+    def proven_image(self, model: str, version: str) -> str | None:
+        self.observations.record(Need.PROVEN_IMAGE)
+        return self.proven_images.get((model, version))
+
+    def record_proven_image(self, model: str, version: str, image: str, promotion: str) -> None:
+        self.proven_images[(model, version)] = image
 
     # helpers
 
@@ -275,6 +286,8 @@ class _Rollout:
     standby: str | None = None  # the side the last switch replaced: hot, the rollback target
     preview: str | None = None
     preview_observed: int = 0
+    images: dict[str, str] = field(default_factory=dict)  # version -> the image it ran in
+    template_image: str = "promoter@sha256:" + "0" * 64  # what the Rollout's template has
 
 
 class InMemoryRollouts:
@@ -307,8 +320,10 @@ class InMemoryRollouts:
         """Put `version` on the active side, as an earlier promotion would have."""
         self.rollouts.setdefault(rollout, _Rollout()).active = version
 
-    def deploy_preview(self, rollout: str, model: str, version: str) -> None:
+    def deploy_preview(self, rollout: str, model: str, version: str, image: str | None = None) -> None:
         state = self.rollouts.setdefault(rollout, _Rollout())
+        state.template_image = image or state.images.get(version) or state.template_image
+        state.images[version] = state.template_image
         if state.preview == version:
             return
         state.preview, state.preview_observed = version, 0
@@ -331,8 +346,10 @@ class InMemoryRollouts:
         state = self.rollouts.get(rollout)
         return state.active if state else None
 
-    def promote(self, rollout: str, model: str, version: str) -> None:
+    def promote(self, rollout: str, model: str, version: str, image: str | None = None) -> None:
         state = self.rollouts.setdefault(rollout, _Rollout())
+        state.template_image = image or state.images.get(version) or state.template_image
+        state.images[version] = state.template_image
         if state.active != version:
             state.standby, state.active = state.active, version
             self.switches += 1
@@ -345,6 +362,60 @@ class InMemoryRollouts:
         if state is not None and state.preview is not None:
             state.preview = None
             self.aborts += 1
+
+    def serving_image(self, rollout: str) -> str | None:
+        return self.rollouts.setdefault(rollout, _Rollout()).template_image
+
+
+class InMemoryProvenance:
+    """Plays operator/argo_cd.py: a promotion is traced to `commit` once Argo CD has listed it
+    (after `lag` observations); with `refusal` set, it was applied by hand."""
+
+    def __init__(self, observations: Observations, commit: str, lag: int = 0, refusal: str = "") -> None:
+        self.observations, self.commit, self.lag, self.refusal = observations, commit, lag, refusal
+        self.traced = 0
+
+    def trace(self, promotion: ModelPromotion) -> ProvenanceObservation:
+        self.observations.record(Need.PROVENANCE)
+        self.traced += 1
+        if self.refusal:
+            return ProvenanceObservation(None, refusal=self.refusal)
+        if self.traced <= self.lag:
+            return ProvenanceObservation(None, waiting="waiting for Argo CD to list it")
+        return ProvenanceObservation(self.commit)
+
+
+@dataclass
+class PublishedRecord:
+    version: str
+    image: str | None
+    status: PromotionStatus
+
+
+class InMemoryRecords:
+    """Plays src/promoter/gitops/repository.py's GitRecords: one file per promotion on a branch; a
+    record already there is not committed again. Point `pushed`: the commit is on the branch, the
+    call dies before returning."""
+
+    def __init__(self, fuse: Fuse, observations: Observations) -> None:
+        self.fuse, self.observations = fuse, observations
+        self.branch: dict[str, PublishedRecord] = {}  # path -> record
+        self.commits = 0
+
+    def publish(
+        self, promotion: ModelPromotion, version: str, status: PromotionStatus, image: str | None
+    ) -> None:
+        path = record_path(promotion)
+        if path in self.branch:
+            return
+        self.branch[path] = PublishedRecord(version, image, status)
+        self.commits += 1
+        self.fuse.point("pushed")
+
+    def observe(self, promotion: ModelPromotion) -> RecordObservation:
+        self.observations.record(Need.RECORD)
+        path = record_path(promotion)
+        return RecordObservation(f"commit-{path}" if path in self.branch else None)
 
 
 class InMemoryLoadTests:
@@ -428,10 +499,14 @@ class World:
     workflows: InMemoryWorkflows
     rollouts: InMemoryRollouts
     load_tests: InMemoryLoadTests
+    provenance: InMemoryProvenance | None = None
+    records: InMemoryRecords | None = None
 
     @property
     def backends(self) -> Backends:
-        return Backends(self.workflows, self.registry, self.rollouts, self.load_tests)
+        return Backends(
+            self.workflows, self.registry, self.rollouts, self.load_tests, self.provenance, self.records
+        )
 
 
 def world(

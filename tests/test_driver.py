@@ -16,6 +16,8 @@ from promoter.promotion.status import GateSummary, Phase, PromotionStatus
 from .in_memory import AliasMove, Crash, World, failing_gate, measured, world
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# What only an environment under GitOps observes (provenance, records) or a pinned image needs.
+GITOPS_NEEDS = {Need.PROVENANCE, Need.PROVEN_IMAGE, Need.RECORD}
 ROLLOUT = "digits-serving"
 FAILING_GATES = GateSummary(passed=False, failures=[failing_gate()])
 TRAINED_AND_DEPLOYED: list[Phase] = [
@@ -64,7 +66,7 @@ def settle(
     now = NOW
     for _ in range(60):
         if fenced:
-            w.observations.fence = needs(p, w.store.status.phase)
+            w.observations.fence = needs(p, w.store.status.phase, w.backends.environment)
         try:
             decision = reconcile(p, w.store, w.backends, now=now)
         except Crash:
@@ -232,8 +234,8 @@ def test_rollback_from_promoted_puts_the_previous_champion_back_in_registry_and_
     assert (champion(w), active(w), w.rollouts.switches) == ("1", "1", 2)
     assert w.registry.alias_moves == [
         *PROMOTED_2,
-        AliasMove("digits", "previous-champion", "1", "2", "rollback of promotion p1"),
-        AliasMove("digits", "champion", "2", "1", "rollback of promotion p1"),
+        AliasMove("digits", "previous-champion", "1", "2", "rollback of promotion p1 by bob"),
+        AliasMove("digits", "champion", "2", "1", "rollback of promotion p1 by bob"),
     ]
 
 
@@ -304,8 +306,8 @@ def test_a_rollback_killed_half_way_resumes_and_records_each_move_once() -> None
     assert status.phase == "RolledBack"
     assert (champion(w), active(w), w.rollouts.switches) == ("1", "1", 2)
     assert w.registry.alias_moves[2:] == [
-        AliasMove("digits", "previous-champion", "1", "2", "rollback of promotion p1"),
-        AliasMove("digits", "champion", "2", "1", "rollback of promotion p1"),
+        AliasMove("digits", "previous-champion", "1", "2", "rollback of promotion p1 by bob"),
+        AliasMove("digits", "champion", "2", "1", "rollback of promotion p1 by bob"),
     ]
 
 
@@ -332,7 +334,9 @@ def test_the_driver_observes_only_what_the_phase_needs(spec: dict[str, Any]) -> 
         status = settle(w, p, fenced=True)
     assert status.phase == "Promoted"
     # and what it observes is what the engine reads: over a whole promotion, every need comes up
-    expected = set(Need) if p.spec.rollout else set(Need) - {Need.ACTIVE, Need.PREVIEW, Need.LOAD_TEST}
+    expected = set(Need) - GITOPS_NEEDS  # those come up in tests/test_gitops_driver.py
+    if p.spec.rollout is None:
+        expected -= {Need.ACTIVE, Need.PREVIEW, Need.LOAD_TEST}
     assert set(w.observations.seen) == expected
 
 

@@ -279,7 +279,7 @@ def test_rollback_promotes_the_previous_champion_then_reports_rolled_back() -> N
     promoted = at("Promoted", previous_champion="1", rollback_requested_by="bob")
     assert not promoted.terminal
     decision = step(promoted, Observation(champion="2", active="2"))
-    assert decision.actions == (Promote("1", "rollback of promotion p1"),)
+    assert decision.actions == (Promote("1", "rollback of promotion p1 by bob"),)
     assert decision.status.phase == "Promoted"
 
     done = step(promoted, Observation(champion="1", active="1"))

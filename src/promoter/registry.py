@@ -1,7 +1,9 @@
 """The MLflow model registry as the promotion's system of record: versions, aliases, their history.
 
-Only aliases are used (`@champion`, `@previous-champion`), never the deprecated stages. MLflow keeps
-no history of alias moves, so every move is also written as a registered-model tag
+Only aliases are used (`@champion`, `@previous-champion`), never the deprecated stages. One registry
+serves every environment: production promotes to `@champion`, another environment to an alias of
+its own (staging: `@staging`, `@previous-staging`), so a candidate is always gated against
+production. MLflow keeps no history of alias moves, so every move is also written as a registered-model tag
 `promoter.alias-move.NNNNNN` (who, when, why, from which version): "what was in production on date X,
 and who put it there" is answered by `champion_at`.
 """
@@ -24,9 +26,11 @@ from promoter.promotion.names import (
     ALIAS_MOVE_TAG_PREFIX,
     CHAMPION_ALIAS,
     GATE_REPORT_ARTIFACT,
-    PREVIOUS_CHAMPION_ALIAS,
     PROMOTED_TAG_PREFIX,
     PROMOTION_TAG,
+    PROVEN_BY_TAG,
+    PROVEN_IMAGE_TAG,
+    previous_alias,
     run_artifact_uri,
 )
 from promoter.promotion.status import GateSummary, utc_now
@@ -49,9 +53,9 @@ def model_missing(client: MlflowClient, model: str, exc: MlflowException) -> boo
     return False
 
 
-def current_champion(client: MlflowClient, model: str) -> ModelVersion | None:
+def current_champion(client: MlflowClient, model: str, alias: str = CHAMPION_ALIAS) -> ModelVersion | None:
     try:
-        return client.get_model_version_by_alias(model, CHAMPION_ALIAS)
+        return client.get_model_version_by_alias(model, alias)
     except MlflowException as exc:
         if model_missing(client, model, exc):
             return None
@@ -94,9 +98,11 @@ class AliasMove:
 
 
 class MlflowRegistry:
-    def __init__(self, client: MlflowClient, actor: str) -> None:
+    def __init__(self, client: MlflowClient, actor: str, champion_alias: str = CHAMPION_ALIAS) -> None:
         self.client = client
         self.actor = actor  # who moves aliases: a user locally, the operator's service account in a cluster
+        self.alias = champion_alias  # the alias this environment promotes to
+        self.previous_alias = previous_alias(champion_alias)
 
     def gate_summary(self, run_id: str) -> GateSummary | None:
         try:
@@ -135,12 +141,12 @@ class MlflowRegistry:
         return True
 
     def champion(self, model: str) -> str | None:
-        found = current_champion(self.client, model)
+        found = current_champion(self.client, model, self.alias)
         return str(found.version) if found is not None else None
 
     def previous_champion(self, model: str) -> str | None:
         try:
-            return str(self.client.get_model_version_by_alias(model, PREVIOUS_CHAMPION_ALIAS).version)
+            return str(self.client.get_model_version_by_alias(model, self.previous_alias).version)
         except MlflowException as exc:
             if model_missing(self.client, model, exc):
                 return None
@@ -169,11 +175,24 @@ class MlflowRegistry:
         if current == version:
             return  # already done (a resumed promotion): the history must not get a second entry
         if current is not None:
-            self._set_alias(model, PREVIOUS_CHAMPION_ALIAS, current, reason)
+            self._set_alias(model, self.previous_alias, current, reason)
         record = {"by": self.actor, "at": utc_now().isoformat(), "why": reason}
         for key, value in record.items():
             self.client.set_model_version_tag(model, version, f"{PROMOTED_TAG_PREFIX}{key}", value)
-        self._set_alias(model, CHAMPION_ALIAS, version, reason)  # last: it marks the move as done
+        self._set_alias(model, self.alias, version, reason)  # last: it marks the move as done
+
+    def proven_image(self, model: str, version: str) -> str | None:
+        try:
+            tags = self.client.get_model_version(model, version).tags
+        except MlflowException:
+            return None
+        return tags.get(PROVEN_IMAGE_TAG)
+
+    def record_proven_image(self, model: str, version: str, image: str, promotion: str) -> None:
+        """Tags, on the version: the image it was proven with and the promotion that proved it. Written
+        before the record that pins the image is committed, so a merged record is always provable."""
+        self.client.set_model_version_tag(model, version, PROVEN_IMAGE_TAG, image)
+        self.client.set_model_version_tag(model, version, PROVEN_BY_TAG, promotion)
 
     def _set_alias(self, model: str, alias: str, version: str, reason: str) -> None:
         """Record the move, then make it. A process killed in between finds its own record on the
@@ -205,5 +224,5 @@ class MlflowRegistry:
 
     def champion_at(self, model: str, when: datetime) -> AliasMove | None:
         """The move that made the then-champion, or None if there was no champion at `when`."""
-        moves = [m for m in self.alias_history(model) if m.alias == CHAMPION_ALIAS and m.at <= when]
+        moves = [m for m in self.alias_history(model) if m.alias == self.alias and m.at <= when]
         return moves[-1] if moves else None

@@ -152,7 +152,8 @@ class LocalRollouts:
 
     # the Rollouts port
 
-    def deploy_preview(self, rollout: str, model: str, version: str) -> None:
+    def deploy_preview(self, rollout: str, model: str, version: str, image: str | None = None) -> None:
+        """`image` is ignored: on one machine every server runs this installation of promoter."""
         with self._state(rollout) as state:
             state.model = model
             self._ensure_proxy(rollout, state)
@@ -178,7 +179,7 @@ class LocalRollouts:
         with self._state(rollout) as state:
             return served_version(state.proxy.address) if state.proxy else None
 
-    def promote(self, rollout: str, model: str, version: str) -> None:
+    def promote(self, rollout: str, model: str, version: str, image: str | None = None) -> None:
         with self._state(rollout) as state:
             state.model = model
             proxy = self._ensure_proxy(rollout, state)
@@ -196,6 +197,9 @@ class LocalRollouts:
     def abort(self, rollout: str) -> None:
         with self._state(rollout) as state:
             self._retire_preview(state)
+
+    def serving_image(self, rollout: str) -> str | None:
+        return None  # no images on one machine
 
     # beyond the port: what the CLI shows and how a user stops it all
 

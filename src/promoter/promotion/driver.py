@@ -18,16 +18,26 @@ from promoter.promotion.engine import (
     Action,
     Decision,
     DeployPreview,
+    Environment,
     Need,
     Observation,
     Promote,
+    PublishRecord,
     RegisterModel,
     RunLoadTest,
     RunWorkflow,
     decide,
     needs,
 )
-from promoter.promotion.ports import LoadTests, Registry, RolloutNotFound, Rollouts, Workflows
+from promoter.promotion.ports import (
+    LoadTests,
+    Provenance,
+    Records,
+    Registry,
+    RolloutNotFound,
+    Rollouts,
+    Workflows,
+)
 from promoter.promotion.spec import ModelPromotion
 from promoter.promotion.status import PromotionStatus, Transition, utc_now
 
@@ -44,6 +54,14 @@ class Backends:
     registry: Registry
     rollouts: Rollouts
     load_tests: LoadTests
+    provenance: Provenance | None = None  # set: act only on promotions traced to git (GitOps)
+    records: Records | None = None  # set: publish the production record once promoted
+
+    @property
+    def environment(self) -> Environment:
+        return Environment(
+            requires_git=self.provenance is not None, publishes_record=self.records is not None
+        )
 
 
 def load_test_key(promotion: ModelPromotion, version: str) -> str:
@@ -60,7 +78,7 @@ def observe(promotion: ModelPromotion, status: PromotionStatus, backends: Backen
 
 
 def _observe_needs(promotion: ModelPromotion, status: PromotionStatus, backends: Backends) -> Observation:
-    spec, wanted = promotion.spec, needs(promotion, status.phase)
+    spec, wanted = promotion.spec, needs(promotion, status.phase, backends.environment)
     rollout = spec.rollout.name if spec.rollout else None
     registry = backends.registry
 
@@ -79,6 +97,15 @@ def _observe_needs(promotion: ModelPromotion, status: PromotionStatus, backends:
     load_test = None
     if Need.LOAD_TEST in wanted and status.model_version:
         load_test = backends.load_tests.observe(load_test_key(promotion, status.model_version))
+    provenance = None
+    if Need.PROVENANCE in wanted and backends.provenance is not None:
+        provenance = backends.provenance.trace(promotion)
+    proven_image = None
+    if Need.PROVEN_IMAGE in wanted and spec.source.model_version is not None:
+        proven_image = registry.proven_image(spec.model, spec.source.model_version)
+    record = None
+    if Need.RECORD in wanted and backends.records is not None:
+        record = backends.records.observe(promotion)
     return Observation(
         workflow=workflow,
         gates=gates,
@@ -87,6 +114,9 @@ def _observe_needs(promotion: ModelPromotion, status: PromotionStatus, backends:
         active=backends.rollouts.active_version(rollout) if rollout and Need.ACTIVE in wanted else None,
         preview=preview,
         load_test=load_test,
+        provenance=provenance,
+        proven_image=proven_image,
+        record=record,
     )
 
 
@@ -98,17 +128,23 @@ def execute(promotion: ModelPromotion, action: Action, backends: Backends) -> No
             backends.workflows.run(promotion, name)
         case RegisterModel(run_id):
             backends.registry.register(spec.model, run_id, promotion.metadata.name)
-        case DeployPreview(version):
+        case DeployPreview(version, image):
             assert rollout is not None
-            backends.rollouts.deploy_preview(rollout.name, spec.model, version)
+            backends.rollouts.deploy_preview(rollout.name, spec.model, version, image)
         case RunLoadTest(version):
             assert rollout is not None
             backends.load_tests.run(load_test_key(promotion, version), rollout.name, rollout.load_test)
-        case Promote(version, reason):
+        case Promote(version, reason, image):
             # Traffic first, then the record: @champion never names a version nobody serves.
             if rollout is not None:
-                backends.rollouts.promote(rollout.name, spec.model, version)
+                backends.rollouts.promote(rollout.name, spec.model, version, image)
             backends.registry.move_champion(spec.model, version, reason)
+        case PublishRecord(version, status):
+            assert backends.records is not None  # the engine publishes only where records are kept
+            image = backends.rollouts.serving_image(rollout.name) if rollout is not None else None
+            if image is not None:  # first: the record's image must be provable when it is merged
+                backends.registry.record_proven_image(spec.model, version, image, promotion.metadata.name)
+            backends.records.publish(promotion, version, status, image)
         case AbortPreview():
             if rollout is not None:
                 backends.rollouts.abort(rollout.name)
@@ -123,7 +159,8 @@ def reconcile(
 ) -> Decision:
     """One observe -> decide -> save -> act round."""
     before = store.load()
-    decision = decide(promotion, before, observe(promotion, before, backends), now or utc_now())
+    seen = observe(promotion, before, backends)
+    decision = decide(promotion, before, seen, now or utc_now(), backends.environment)
     if decision.status != before:
         store.save(decision.status)
     if on_transition is not None:

@@ -6,6 +6,10 @@ returned status FIRST and only then carries out the actions. Actions are idempot
 sure the preview serves version 7"), so a driver killed between saving and acting simply asks again
 after a restart and gets the same actions back: nothing is trained, registered or promoted twice.
 
+Under GitOps (an `Environment` that requires git), a promotion is acted on only once the driver
+has traced it to the commit Argo CD synced it from; an environment that publishes records commits,
+after its own promotion, the ModelPromotion the next environment is to run (the production record).
+
 Phases: Pending -> Training -> Evaluating -> Gating -> Deploying -> LoadTesting -> [AwaitingApproval]
 -> Promoting -> Promoted, or Rejected (a gate said no), Failed (something broke), RolledBack. A
 registered version (`source.modelVersion`) skips Training, never Evaluating: a version that was
@@ -28,6 +32,7 @@ from promoter.promotion.status import (
     GateSummary,
     LoadTestResult,
     Phase,
+    ProductionRecord,
     PromotionStatus,
     Transition,
 )
@@ -39,6 +44,8 @@ DECISION_OUTPUT = "evaluate.decision"
 EVALUATION_RUN_OUTPUT = "evaluate.run-id"
 PREVIEW_DEADLINE = timedelta(minutes=10)
 ROLLOUT_NOT_FOUND = "RolloutNotFound"  # the status reason while the spec's Rollout does not exist
+NOT_SYNCED_YET = "AwaitingGitSync"  # the status reason while a GitOps environment traces the promotion
+RECORD_PUBLISHED = "RecordPublished"  # the condition saying the production record is committed
 _T = TypeVar("_T")
 
 
@@ -67,6 +74,38 @@ class LoadTestObservation:
     error: str = ""  # the load test crashed or measured nothing
 
 
+@dataclass(frozen=True)
+class ProvenanceObservation:
+    """Where a promotion came from, in an environment that acts only on what git holds.
+
+    `commit` set: Argo CD synced it from that commit. Else `refusal` set: it cannot have come from
+    git (applied by hand, or synced by another Application): it is refused. Else it is not traced
+    yet (Argo CD's status lags its writes): the promotion waits, saying `waiting`."""
+
+    commit: str | None
+    refusal: str = ""
+    waiting: str = ""
+
+
+@dataclass(frozen=True)
+class RecordObservation:
+    """The production record on its branch: the commit that wrote it, None while it is not there."""
+
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the environment running the promotion asks of it, beyond the spec (the driver's
+    configuration, an input like any other: the engine stays a pure function).
+
+    `requires_git`: act only on promotions traced to a git commit (GitOps: no hand-applied path).
+    `publishes_record`: once promoted, commit the production record for the next environment."""
+
+    requires_git: bool = False
+    publishes_record: bool = False
+
+
 class Need(StrEnum):
     """One thing the driver can observe. Observing costs I/O, so a driver observes only what the
     phase at hand reads (`needs`), and the engine refuses to read what it did not declare."""
@@ -78,6 +117,9 @@ class Need(StrEnum):
     ACTIVE = "active"
     PREVIEW = "preview"
     LOAD_TEST = "load_test"
+    PROVENANCE = "provenance"
+    PROVEN_IMAGE = "proven_image"
+    RECORD = "record"
 
 
 @dataclass(frozen=True)
@@ -91,6 +133,9 @@ class Observation:
     active: str | None = None  # the version the active (production) address serves
     preview: PreviewObservation | None = None
     load_test: LoadTestObservation | None = None
+    provenance: ProvenanceObservation | None = None
+    proven_image: str | None = None  # the image the version was proven with, where one was recorded
+    record: RecordObservation | None = None
     # Set (to why, naming it) when the Rollout the spec names does not exist: nothing else was seen.
     missing_rollout: str = ""
 
@@ -111,6 +156,7 @@ class RegisterModel:
 @dataclass(frozen=True)
 class DeployPreview:
     version: str
+    image: str | None = None  # the image the spec pins; None: the Rollout's
 
 
 @dataclass(frozen=True)
@@ -124,6 +170,7 @@ class Promote:
 
     version: str
     reason: str
+    image: str | None = None  # the candidate's pinned image; None on a rollback: the one it ran in
 
 
 @dataclass(frozen=True)
@@ -131,7 +178,16 @@ class AbortPreview:
     reason: str
 
 
-Action = RunWorkflow | RegisterModel | DeployPreview | RunLoadTest | Promote | AbortPreview
+@dataclass(frozen=True)
+class PublishRecord:
+    """Commit the production record of `version` (what the next environment runs, and the evidence
+    it was promoted on: the status as it stands)."""
+
+    version: str
+    status: PromotionStatus
+
+
+Action = RunWorkflow | RegisterModel | DeployPreview | RunLoadTest | Promote | AbortPreview | PublishRecord
 
 
 @dataclass(frozen=True)
@@ -141,6 +197,21 @@ class Decision:
 
 
 # --- the machine -------------------------------------------------------------------------------
+
+
+def _pinned_image(promotion: ModelPromotion) -> str | None:
+    """The image a registered version must have been proven with: the one the spec pins. A trained
+    candidate is proven by this very promotion, with whatever image it pins (or the Rollout has)."""
+    rollout = promotion.spec.rollout
+    if promotion.spec.source.model_version is None or rollout is None:
+        return None
+    return rollout.image
+
+
+def record_path(promotion: ModelPromotion) -> str:
+    """The production record's file, relative to the records directory: one per promotion, named
+    after it, so a retried publish rewrites the same file and a revert removes exactly it."""
+    return f"{promotion.metadata.name}.yaml"
 
 
 def workflow_name(promotion: ModelPromotion) -> str:
@@ -186,10 +257,19 @@ def _falls_through(promotion: ModelPromotion, phase: Phase) -> tuple[Phase, ...]
     return _FALLS_THROUGH.get(phase, ())
 
 
-def needs(promotion: ModelPromotion, phase: Phase) -> frozenset[Need]:
+def needs(
+    promotion: ModelPromotion, phase: Phase, environment: Environment = Environment()
+) -> frozenset[Need]:
     """What the driver must observe for one round in `phase`: the phase's own reads and those of
     every phase it may fall through to. `decide` checks every read against this set."""
     wanted = set(_READS[phase])
+    if phase == "Pending":
+        if environment.requires_git:
+            wanted.add(Need.PROVENANCE)
+        if _pinned_image(promotion) is not None:
+            wanted.add(Need.PROVEN_IMAGE)
+    if phase == "Promoted" and environment.publishes_record:
+        wanted.add(Need.RECORD)
     pending = list(_falls_through(promotion, phase))
     while pending:
         following = pending.pop()
@@ -201,11 +281,17 @@ def needs(promotion: ModelPromotion, phase: Phase) -> frozenset[Need]:
     return frozenset(wanted)
 
 
-def decide(promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime) -> Decision:
+def decide(
+    promotion: ModelPromotion,
+    status: PromotionStatus,
+    seen: Observation,
+    now: datetime,
+    environment: Environment = Environment(),
+) -> Decision:
     """The next status and the actions that move the promotion forward; no actions means "wait"."""
     if seen.missing_rollout:
         return _wait_for_rollout(status, seen.missing_rollout, now)
-    machine = _Machine(promotion, _resumed(status, now), seen, now)
+    machine = _Machine(promotion, _resumed(status, now), seen, now, environment)
     return machine.run()
 
 
@@ -266,12 +352,20 @@ def _set_condition(
 
 
 class _Machine:
-    def __init__(self, promotion: ModelPromotion, status: PromotionStatus, seen: Observation, now: datetime):
+    def __init__(
+        self,
+        promotion: ModelPromotion,
+        status: PromotionStatus,
+        seen: Observation,
+        now: datetime,
+        environment: Environment,
+    ):
         self.promotion = promotion
         self.spec = promotion.spec
         self.status = status
         self._seen = seen
-        self._allowed = needs(promotion, status.phase)
+        self.environment = environment
+        self._allowed = needs(promotion, status.phase, environment)
         self.now = now
 
     def _read(self, need: Need, value: _T) -> _T:
@@ -309,6 +403,18 @@ class _Machine:
     def _load_test(self) -> LoadTestObservation | None:
         return self._read(Need.LOAD_TEST, self._seen.load_test)
 
+    @property
+    def _provenance(self) -> ProvenanceObservation | None:
+        return self._read(Need.PROVENANCE, self._seen.provenance)
+
+    @property
+    def _proven_image(self) -> str | None:
+        return self._read(Need.PROVEN_IMAGE, self._seen.proven_image)
+
+    @property
+    def _record(self) -> RecordObservation | None:
+        return self._read(Need.RECORD, self._seen.record)
+
     def run(self) -> Decision:
         handler = getattr(self, f"_{self.status.phase.lower()}")
         actions: tuple[Action, ...] = handler()
@@ -330,6 +436,18 @@ class _Machine:
     # phases
 
     def _pending(self) -> tuple[Action, ...]:
+        if self.environment.requires_git and self.status.git_commit is None:
+            provenance = self._provenance
+            if provenance is None or provenance.commit is None:
+                if provenance is not None and provenance.refusal:
+                    return self._fail("NotFromGit", provenance.refusal)
+                self.status.reason = NOT_SYNCED_YET
+                self.status.message = provenance.waiting if provenance else "tracing the promotion to git"
+                return ()
+            self.status.git_commit = provenance.commit
+        image = _pinned_image(self.promotion)
+        if image is not None and self._proven_image != image:
+            return self._fail("ImageNotProven", self._unproven(image))
         source = self.spec.source
         self.status.workflow = workflow_name(self.promotion)
         if source.train is not None:
@@ -395,7 +513,7 @@ class _Machine:
         if self.spec.rollout is None:
             return self._start_promoting(reason, message + "; no rollout: registry only")
         self._enter("Deploying", reason, message)
-        return (DeployPreview(version),)
+        return (DeployPreview(version, self._image()),)
 
     def _deploying(self) -> tuple[Action, ...]:
         version = self._candidate()
@@ -414,7 +532,7 @@ class _Machine:
                 f"preview did not serve version {version} within {PREVIEW_DEADLINE} (answers {answering})",
                 AbortPreview("preview timed out"),
             )
-        return (DeployPreview(version),)
+        return (DeployPreview(version, self._image()),)
 
     def _loadtesting(self) -> tuple[Action, ...]:
         version = self._candidate()
@@ -456,11 +574,18 @@ class _Machine:
         version = self._candidate()
         if self._serves(version):
             previous = self.status.previous_champion
+            if self.environment.publishes_record:  # before entering: Promoted is unsettled until published
+                self.status.record = ProductionRecord(path=record_path(self.promotion))
             self._enter("Promoted", "Promoted", f"@champion is version {version} (was {previous or 'none'})")
-            return ()
-        return (Promote(version, f"promotion {self.promotion.metadata.name}"),)
+            if self.status.record is None:
+                return ()
+            # Not observed this round (Promoting reads no record): publishing is idempotent anyway.
+            return (PublishRecord(version, self.status.model_copy(deep=True)),)
+        return (Promote(version, self._because(f"promotion {self.promotion.metadata.name}"), self._image()),)
 
     def _promoted(self) -> tuple[Action, ...]:
+        if self.status.record is not None and not self.status.record.published:
+            return self._publish()
         if self.status.rollback_requested_by is None:
             return ()
         previous = self.status.previous_champion
@@ -472,7 +597,22 @@ class _Machine:
             by = self.status.rollback_requested_by
             self._enter("RolledBack", "RolledBack", f"@champion is version {previous} again (by {by})")
             return ()
-        return (Promote(previous, f"rollback of promotion {self.promotion.metadata.name}"),)
+        by = self.status.rollback_requested_by
+        return (Promote(previous, f"rollback of promotion {self.promotion.metadata.name} by {by}"),)
+
+    def _publish(self) -> tuple[Action, ...]:
+        """Commit the production record, once: done when its commit is seen on the branch."""
+        record = self.status.record
+        if record is None or record.published:
+            return ()
+        seen = self._record
+        if seen is None or seen.commit is None:
+            return (PublishRecord(self._candidate(), self.status.model_copy(deep=True)),)
+        record.commit = seen.commit
+        message = f"production record {record.path} committed as {seen.commit}"
+        _set_condition(self.status, RECORD_PUBLISHED, "True", RECORD_PUBLISHED, message, self.now)
+        _set_condition(self.status, "Progressing", "False", "Promoted", message, self.now)
+        return ()
 
     def _terminal(self) -> tuple[Action, ...]:
         return ()
@@ -488,6 +628,23 @@ class _Machine:
 
     def _serves(self, version: str) -> bool:
         return self._champion == version and (self.spec.rollout is None or self._active == version)
+
+    def _image(self) -> str | None:
+        return self.spec.rollout.image if self.spec.rollout is not None else None
+
+    def _because(self, reason: str) -> str:
+        """Why an alias moves, as its history keeps it: with the git commit that caused it, if any."""
+        commit = self.status.git_commit
+        return f"{reason} (git {commit})" if commit else reason
+
+    def _unproven(self, image: str) -> str:
+        version = self.spec.source.model_version or "(trained)"
+        proven = self._proven_image
+        if proven is None:
+            return (
+                f"{self.spec.model} version {version} was never promoted with an image; {image} is unproven"
+            )
+        return f"{self.spec.model} version {version} was proven with {proven}, not {image}"
 
 
 def _describe(failures: list[GateResult], shown: int = 3) -> str:

@@ -8,14 +8,25 @@ writer follows; never spell one out elsewhere.
 from __future__ import annotations
 
 # --- registered-model aliases (never stages: MLflow 3 deprecates them) -------------------------
-CHAMPION_ALIAS = "champion"
+CHAMPION_ALIAS = "champion"  # production's; another environment promotes to an alias of its own
 PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+
+
+def previous_alias(alias: str) -> str:
+    """The alias that keeps `alias`'s last holder, the rollback target: `previous-champion`,
+    `previous-staging`."""
+    return f"previous-{alias}"
+
 
 # --- registered-model tags: one per alias move, MLflow keeping no alias history ----------------
 ALIAS_MOVE_TAG_PREFIX = "promoter.alias-move."
 
 # --- model-version tags: who promoted the version, when and why --------------------------------
 PROMOTED_TAG_PREFIX = "promoter.promoted_"
+
+# --- model-version tags: the image a version was proven with, and by which promotion ------------
+PROVEN_IMAGE_TAG = "promoter.proven-image"
+PROVEN_BY_TAG = "promoter.proven-by"
 
 # --- run and model-version tags: which promotion made it, from what -----------------------------
 PROMOTION_TAG = "promoter.promotion"

@@ -49,6 +49,9 @@ LOAD_TEST_MIN_SECONDS = 1.0
 LOAD_TEST_MAX_SECONDS = 3600.0
 # A revision git can parse and that cannot be mistaken for an option (`git rev-parse -x`).
 _GIT_REVISION = r"^[A-Za-z0-9_][-A-Za-z0-9_./~^@{}+]*$"
+# An image pinned by its content, `repository@sha256:<64 hex>`: a tag can be moved to other bytes, so
+# "the image proven in staging" is only ever a digest.
+IMAGE_DIGEST_PATTERN = r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$"
 
 
 class SpecError(ValueError):
@@ -226,6 +229,14 @@ def _seconds(duration: str) -> float | None:
 class Rollout(_Model):
     name: DnsName = Field(min_length=1, max_length=63)
     load_test: LoadTest = LoadTest()
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=IMAGE_DIGEST_PATTERN,
+        description="The serving image, pinned by digest (repository@sha256:...). Set: the server runs "
+        "exactly this image, and the model version must have been proven with it (a production record "
+        "pins the image staging ran). Unset: the image the Rollout's template has.",
+    )
 
 
 class Approval(_Model):

@@ -89,6 +89,18 @@ class GateSummary(_Status):
     report_uri: str = ""
 
 
+class ProductionRecord(_Status):
+    """The record a promoting environment commits for the next one (a ModelPromotion pinning the
+    version and image it proved): pending until the commit is observed on the branch."""
+
+    path: str
+    commit: str | None = None  # the commit that wrote it; None: not published yet
+
+    @property
+    def published(self) -> bool:
+        return self.commit is not None
+
+
 class PromotionStatus(_Status):
     phase: Phase = "Pending"
     reason: str = ""
@@ -102,14 +114,18 @@ class PromotionStatus(_Status):
     load_test_gates: list[GateResult] = Field(default_factory=list)
     approved_by: str | None = None
     rollback_requested_by: str | None = None
+    git_commit: str | None = None  # the commit Argo CD synced this promotion from (GitOps)
+    record: ProductionRecord | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[Transition] = Field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
-        return self.phase in TERMINAL_PHASES and not (
-            self.phase == "Promoted" and self.rollback_requested_by is not None
-        )
+        """Settled: nothing more to do unless a person asks. A Promoted promotion is not settled
+        while a rollback is asked for, or while its production record is not published yet."""
+        if self.phase != "Promoted":
+            return self.phase in TERMINAL_PHASES
+        return self.rollback_requested_by is None and (self.record is None or self.record.published)
 
     def entered_at(self) -> datetime | None:
         return self.history[-1].at if self.history else None
