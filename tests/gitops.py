@@ -100,6 +100,14 @@ class GitRemote:
         listed = self._git("ls-tree", "-r", "--name-only", f"refs/heads/{branch}", cwd=self.bare)
         return sorted(listed.splitlines())
 
+    def read(self, branch: str, path: str) -> str:
+        """The text of `path` on the remote's `branch`."""
+        return self._git("show", f"refs/heads/{branch}:{path}", cwd=self.bare)
+
+    def message(self, commit: str) -> str:
+        """The whole commit message of `commit` (what a reviewer reads)."""
+        return self._git("log", "-1", "--format=%B", commit, cwd=self.bare)
+
     def _checkout(self, branch: str, start: str) -> None:
         self._git("fetch", "--quiet", "--prune", "origin")
         remote = self._git("branch", "--remotes", "--format=%(refname:lstrip=3)").splitlines()
