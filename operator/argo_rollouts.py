@@ -1,10 +1,15 @@
 """Blue/green through an Argo `Rollout` (blueGreen, autoPromotionEnabled: false), never around it.
 
-The candidate's exact model version is written into the Rollout's pod template; the Rollouts
-controller brings up the preview ReplicaSet and pauses. The preview counts as ready only when the
-controller says so AND the preview Service answers with the candidate's version: the Service can lag
-behind the selector and still reach old pods (argoproj/argo-rollouts#2488). Promotion and abort are
-the same status patches `kubectl argo rollouts promote` and `abort` make.
+The candidate's exact model version (and, where the promotion pins one, its image digest) is written
+into the Rollout's pod template; the Rollouts controller brings up the preview ReplicaSet and pauses.
+Only the server container's PROMOTER_MODEL_URI and image are written, each in place: a rollback
+writes the previous version's values back (its image read from its ReplicaSet), which makes the pod
+template what it was, so the controller finds that ReplicaSet, still hot, by its pod-template hash
+(an extra annotation or a reordered env list would make a new one, cold).
+The preview counts as ready only when the controller says so AND the preview Service answers with
+the candidate's version: the Service can lag behind the selector and still reach old pods
+(argoproj/argo-rollouts#2488). Promotion and abort are the same status patches `kubectl argo
+rollouts promote` and `abort` make.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from promoter.serving.client import served_version
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
 MODEL_URI_ENV = "PROMOTER_MODEL_URI"  # what `promoter serve` reads
-MODEL_VERSION_ANNOTATION = "mlops.promoter.dev/model-version"
 SERVER_CONTAINER = "server"  # the container to set; else the pod's first container
 
 
@@ -113,10 +117,32 @@ class ArgoRollouts:
         env = _server(rollout["spec"]["template"]["spec"]).get("env") or []
         return next((e.get("value") for e in env if e.get("name") == MODEL_URI_ENV), None)
 
-    def deploy_preview(self, rollout: str, model: str, version: str) -> None:
+    def serving_image(self, rollout: str) -> str | None:
+        return str(_server(self.get(rollout)["spec"]["template"]["spec"]).get("image") or "") or None
+
+    def image_of_version(self, rollout: dict[str, Any], uri: str) -> str | None:
+        """The image the model at `uri` ran in on this Rollout: its newest ReplicaSet's (none: None)."""
+        apps: Any = client.AppsV1Api(self.objects.api_client)
+        labels = rollout["spec"]["selector"].get("matchLabels") or {}
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        replica_sets = apps.list_namespaced_replica_set(self.namespace, label_selector=selector).items
+        name = rollout["metadata"]["name"]
+        ran = []
+        for rs in replica_sets:
+            if not any(o.kind == "Rollout" and o.name == name for o in rs.metadata.owner_references or []):
+                continue
+            containers = rs.spec.template.spec.containers
+            server = next((c for c in containers if c.name == SERVER_CONTAINER), containers[0])
+            if any(e.name == MODEL_URI_ENV and e.value == uri for e in server.env or []):
+                ran.append((rs.metadata.creation_timestamp, str(server.image)))
+        return max(ran)[1] if ran else None
+
+    def deploy_preview(self, rollout: str, model: str, version: str, image: str | None = None) -> None:
         current = self.get(rollout)
         wanted = model_uri(model, version)
-        if self.template_uri(current) == wanted:
+        server_now = _server(current["spec"]["template"]["spec"])
+        image = image or self.image_of_version(current, wanted) or server_now.get("image")
+        if self.template_uri(current) == wanted and server_now.get("image") == image:
             if (current.get("status") or {}).get("abort"):
                 # The same version again after an abort: what `kubectl argo rollouts retry` does.
                 self.objects.patch_namespaced_custom_object_status(
@@ -125,10 +151,14 @@ class ArgoRollouts:
             return
         template = copy.deepcopy(current["spec"]["template"])
         server = _server(template["spec"])
-        server["env"] = [e for e in server.get("env") or [] if e.get("name") != MODEL_URI_ENV]
-        server["env"].append({"name": MODEL_URI_ENV, "value": wanted})
-        annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
-        annotations[MODEL_VERSION_ANNOTATION] = version
+        env = server.setdefault("env", [])
+        entry = next((e for e in env if e.get("name") == MODEL_URI_ENV), None)
+        if entry is None:
+            env.append({"name": MODEL_URI_ENV, "value": wanted})
+        else:
+            entry["value"] = wanted  # in place: the template must be what it was for this version
+        if image:
+            server["image"] = image
         # resourceVersion: if anyone changed the Rollout since we read it, the patch fails and is retried
         patch = {
             "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
@@ -161,12 +191,13 @@ class ArgoRollouts:
         port = service_port(client.CoreV1Api(self.objects.api_client), self.namespace, service)
         return f"{service}.{self.namespace}.svc", port
 
-    def promote(self, rollout: str, model: str, version: str) -> None:
+    def promote(self, rollout: str, model: str, version: str, image: str | None = None) -> None:
         current = self.get(rollout)
-        if self.template_uri(current) != model_uri(model, version):
+        running = _server(current["spec"]["template"]["spec"]).get("image")
+        if self.template_uri(current) != model_uri(model, version) or (image and running != image):
             # A rollback: the previous version becomes a new revision again (its ReplicaSet is still
             # hot, so it is available at once), which pauses like any other; the next call promotes.
-            self.deploy_preview(rollout, model, version)
+            self.deploy_preview(rollout, model, version, image)
             return
         status = current.get("status") or {}
         if _paused_for_promotion(status) and _preview_on_current(status):

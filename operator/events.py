@@ -22,9 +22,14 @@ WARNING_PHASES = {"Rejected", "Failed"}
 COMPONENT = "promoter-operator"
 
 
-def event_manifest(ref: PromotionRef, index: int, transition: Transition) -> dict[str, Any]:
+def event_manifest(
+    ref: PromotionRef, index: int, transition: Transition, git_commit: str | None = None
+) -> dict[str, Any]:
+    """`git_commit`: the commit the promotion was synced from (GitOps), named in every Event."""
     kind = "Warning" if transition.phase in WARNING_PHASES else "Normal"
     message = f"{transition.phase}: {transition.message}" if transition.message else transition.phase
+    if git_commit:
+        message += f" [git {git_commit}]"
     name = f"{ref.name}.{index:03d}-{transition.phase.lower()}"
     return _manifest(ref, name, kind, transition.reason, message, transition.at)
 
@@ -58,8 +63,8 @@ class EventRecorder:
         self.core: Any = client.CoreV1Api(api)
         self.ref = ref
 
-    def record(self, index: int, transition: Transition) -> None:
-        self._create(event_manifest(self.ref, index, transition))
+    def record(self, index: int, transition: Transition, git_commit: str | None = None) -> None:
+        self._create(event_manifest(self.ref, index, transition, git_commit))
 
     def record_wait(self, index: int, reason: str, message: str, at: datetime) -> None:
         """A Warning for a wait that is not a transition (e.g. RolloutNotFound), named after the

@@ -20,7 +20,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from promoter.crd import GROUP, PLURAL, VERSION
+from promoter.gitops.repository import GitBranch, GitRecords
 from promoter.operator import metrics
+from promoter.operator.argo_cd import ArgoCdProvenance
 from promoter.operator.argo_rollouts import ArgoRollouts, HttpServiceProbe
 from promoter.operator.argo_workflows import ArgoWorkflows
 from promoter.operator.cluster import PromotionRef
@@ -63,18 +65,34 @@ class ClusterPlatform:
             self.rollouts(ref.namespace),
         )
 
+    def provenance(self, ref: PromotionRef) -> ArgoCdProvenance | None:
+        """Under GitOps, where each promotion came from; None: any promotion applied is acted on."""
+        application = self.settings.gitops_application
+        if not application:
+            return None
+        return ArgoCdProvenance(self.api, ref, application, self.settings.gitops_namespace)
+
+    def records(self, ref: PromotionRef) -> GitRecords | None:
+        settings = self.settings
+        if not settings.record_repository:
+            return None
+        branch = GitBranch(settings.record_repository, settings.record_branch)
+        return GitRecords(branch, settings.record_directory, ref.namespace)
+
     def backends(self, ref: PromotionRef) -> Backends:
         return Backends(
             workflows=self.workflows(ref),
             registry=self.registry,
             rollouts=self.rollouts(ref.namespace),
             load_tests=self.load_tests(ref),
+            provenance=self.provenance(ref),
+            records=self.records(ref),
         )
 
 
 def cluster_platform(api: client.ApiClient, settings: OperatorSettings) -> ClusterPlatform:
     tracking = store_client(settings.workflows.tracking_uri)
-    return ClusterPlatform(api, settings, MlflowRegistry(tracking, ACTOR))
+    return ClusterPlatform(api, settings, MlflowRegistry(tracking, ACTOR, settings.champion_alias))
 
 
 def reconcile_promotion(platform: ClusterPlatform, ref: PromotionRef) -> None:
@@ -137,13 +155,37 @@ def report_transitions(
         metrics.record_transition(history, index)
         if model is not None:
             metrics.record_outcome(model, created, status, history, index)
-        events.record(index, transition)
+        events.record(index, transition, status.git_commit)
     resource.mark_events_recorded(len(history))
 
 
 def _created(resource: dict[str, Any] | None) -> datetime | None:
     stamp = ((resource or {}).get("metadata") or {}).get("creationTimestamp")
     return datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+
+
+def revert_before_deletion(platform: ClusterPlatform, ref: PromotionRef) -> str | None:
+    """Under GitOps, a promotion that leaves git while it is this environment's champion was
+    reverted (`git revert` of its merge; Argo CD prunes it): production goes back to the previous
+    champion, through the same rollback as `promoter rollback`, before the object goes. Returns what
+    it waits for while the rollback is under way; None once done, or when there is nothing to undo
+    (not promoted, superseded by a newer champion, or no champion before it)."""
+    provenance = platform.provenance(ref)
+    if provenance is None:
+        return None
+    resource = PromotionResource(platform.api, ref)
+    status = resource.load()
+    if status.phase != "Promoted":
+        return None
+    if status.rollback_requested_by is None:
+        model = promotion_of(resource.read()).spec.model
+        if status.previous_champion is None or platform.registry.champion(model) != status.model_version:
+            return None
+        revision = provenance.current_revision() or "an unknown revision"
+        status.rollback_requested_by = f"git revert ({provenance.where} at {revision} no longer has it)"
+        resource.save(status)
+    reconcile_promotion(platform, ref)
+    return f"rolling back to version {status.previous_champion} before deletion"
 
 
 def clean_up(platform: ClusterPlatform, ref: PromotionRef, resource: dict[str, Any]) -> None:
@@ -200,4 +242,8 @@ def register(registry: kopf.OperatorRegistry, platform: ClusterPlatform) -> None
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def promotion_deleted(body: kopf.Body, namespace: str | None, name: str, uid: str, **_: Any) -> None:
         assert namespace is not None
-        clean_up(platform, PromotionRef(namespace, name, uid), dict(body))
+        ref = PromotionRef(namespace, name, uid)
+        waiting = revert_before_deletion(platform, ref)
+        if waiting is not None:
+            raise kopf.TemporaryError(waiting, delay=1)  # timers stop on deletion: this handler drives it
+        clean_up(platform, ref, dict(body))

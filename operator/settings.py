@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from promoter.pipelines.workflow import ClusterSettings
+from promoter.promotion.names import CHAMPION_ALIAS
 from promoter.settings import EnvSettings
 from promoter.vault_setup import (
     LOADTESTER,
@@ -47,6 +48,17 @@ class OperatorSettings(EnvSettings):
     vault_addr: str = Field("", validation_alias="VAULT_ADDR")
     # A directory like manifests/vault (e.g. a mounted ConfigMap); unset: the packaged layout.
     vault_layout: Path | None = Field(None, validate_default=True)
+    # The registry alias this environment promotes to: `champion` in production; staging has its own
+    # (`staging`), so one registry tells environments apart (see promoter.registry).
+    champion_alias: str = Field(CHAMPION_ALIAS, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+    # GitOps: the Argo CD Application whose synced promotions this operator acts on, and nothing
+    # else (a promotion applied by hand fails, NotFromGit). Empty: whatever is applied is acted on.
+    gitops_application: str = ""
+    gitops_namespace: str = "argocd"
+    # Where this environment commits the production record once it has promoted (empty: none).
+    record_repository: str = ""
+    record_branch: str = "staging"
+    record_directory: str = "environments/production/promotions"
 
     @field_validator("vault_layout")
     @classmethod
