@@ -38,7 +38,6 @@ from .kube import load_testbed
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 IMAGE = f"registry.example.com/ml/promoter@{DIGEST}"
 REPO_URL = "https://git.example.com/ml/promotions.git"
-ARGOCD_VERSION = "v3.6.1"
 # What each environment's operator is told (promoter.operator.settings), as the brief of the layout says.
 OPERATOR_ENV = {
     "staging": {
@@ -221,7 +220,10 @@ def test_each_application_syncs_its_branch_and_leaves_the_operator_s_fields_alon
         assert promotions["path"] == f"environments/{env}/promotions"
         assert spec["destination"] == {"server": IN_CLUSTER, "namespace": env}
         assert spec["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
-        assert spec["syncPolicy"]["syncOptions"] == ["CreateNamespace=true", "RespectIgnoreDifferences=true"]
+        assert spec["syncPolicy"]["syncOptions"] == [
+            "CreateNamespace=true",
+            "RespectIgnoreDifferences=true",
+        ]
         assert spec["ignoreDifferences"] == [
             {
                 "group": "argoproj.io",
@@ -234,29 +236,25 @@ def test_each_application_syncs_its_branch_and_leaves_the_operator_s_fields_alon
 
 
 def test_the_ignored_fields_are_the_ones_the_chart_renders_for_the_operator(layout: tuple[Path, str]) -> None:
-    """Each jq path names something of the rendered Rollout (or the annotation the operator adds to its
-    template): a path that matched nothing would leave the operator's writes to be reverted."""
+    """Each jq path names something of the rendered Rollout: a path that matched nothing would leave
+    the operator's writes to be reverted."""
     directory, _ = layout
     rollout = find(_render(directory, "production"), "Rollout", "digits-serving")
-    image, model_uri, annotation = OPERATOR_OWNED_ROLLOUT_FIELDS
+    image, model_uri = OPERATOR_OWNED_ROLLOUT_FIELDS
     [server] = [c for c in rollout["spec"]["template"]["spec"]["containers"] if c["name"] == "server"]
     assert image.endswith('select(.name == "server") | .image') and server["image"] == IMAGE
     assert 'select(.name == "PROMOTER_MODEL_URI")' in model_uri
     assert [e for e in server["env"] if e["name"] == "PROMOTER_MODEL_URI"]
-    assert annotation == '.spec.template.metadata.annotations."mlops.promoter.dev/model-version"'
+    # only the Rollout is applied server-side (the Services' atomic selector must stay client-side)
+    assert rollout["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "ServerSideApply=true"
+    service = find(_render(directory, "production"), "Service", "digits-active")
+    assert "argocd.argoproj.io/sync-options" not in (service["metadata"].get("annotations") or {})
 
 
 def _application_crd() -> Path:
-    """Argo CD's Application CRD: the test bed's copy once built, else the Go module it comes from."""
-    cache: Path = load_testbed().CACHE
-    for path in (
-        cache / f"argocd-{ARGOCD_VERSION}" / "crds" / "application-crd.yaml",
-        cache / "go" / "mod" / "github.com" / "argoproj" / "argo-cd" / f"v3@{ARGOCD_VERSION}"
-        / "manifests" / "crds" / "application-crd.yaml",
-    ):  # fmt: skip
-        if path.is_file():
-            return path
-    raise AssertionError(f"no Argo CD {ARGOCD_VERSION} Application CRD: build the test bed (make testbed)")
+    """Argo CD's Application CRD, as the test bed built it (the `control_plane` fixture builds it)."""
+    crd: Path = load_testbed().argocd_crds()[0]
+    return crd
 
 
 @pytest.fixture(scope="module")

@@ -31,30 +31,27 @@ from typing import Any
 
 import yaml
 
-from promoter.promotion.spec import LABEL_VALUE_MAX, LABEL_VALUE_PATTERN
+from promoter.promotion.spec import IMAGE_DIGEST_PATTERN, LABEL_VALUE_MAX, LABEL_VALUE_PATTERN
 
 # The API server a pod of the cluster Argo CD runs in reaches (Argo CD's built-in `in-cluster`).
 IN_CLUSTER = "https://kubernetes.default.svc"
 ARGOCD_NAMESPACE = "argocd"
 RELEASE = "promoter"  # the chart's release in every environment: the documented names (promoter-operator)
 CHART = PurePosixPath("charts/promoter")
-# `repository@sha256:<64 hex>`: the image an environment runs is named by its content; a tag can be moved
-# to other bytes, and then "the image staging proved" would be a different image in production.
-# The same rule as spec.rollout.image (the spec's IMAGE_DIGEST_PATTERN).
-IMAGE_DIGEST_PATTERN = r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$"
 # A Kubernetes namespace (RFC 1123 label).
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _NAMESPACE_MAX = 63
 
 # What the operator writes on a model's Rollout, so what Argo CD must neither report as drift nor put
-# back on a sync (RespectIgnoreDifferences): the `server` container's image (spec.rollout.image), its
-# PROMOTER_MODEL_URI (the promoted version) and the pod template's model-version annotation. Git is
-# the truth for everything else.
+# back on a sync (RespectIgnoreDifferences): the `server` container's image (spec.rollout.image) and
+# its PROMOTER_MODEL_URI (the promoted version); see operator/argo_rollouts.py. Git is the truth for
+# everything else, with one limit of Argo CD's: it keeps the whole `server` container as it is live
+# once a path inside it is ignored (argoproj/argo-cd#23283), so a change to that container in git
+# (resources, probes) is reported OutOfSync and waits for a manual sync.
 OPERATOR_OWNED_ROLLOUT_FIELDS = (
     '.spec.template.spec.containers[] | select(.name == "server") | .image',
     '.spec.template.spec.containers[] | select(.name == "server") | .env[]'
     ' | select(.name == "PROMOTER_MODEL_URI")',
-    '.spec.template.metadata.annotations."mlops.promoter.dev/model-version"',
 )
 
 
@@ -291,6 +288,8 @@ def application(repository: Repository, env: Environment) -> dict[str, Any]:
             "destination": {"server": env.server, "namespace": env.namespace},
             "syncPolicy": {
                 "automated": {"prune": True, "selfHeal": True},
+                # Client-side apply, but the chart's Rollout asks for server-side apply itself
+                # (templates/serving.yaml says why, and why not the Services)
                 "syncOptions": ["CreateNamespace=true", "RespectIgnoreDifferences=true"],
                 # An automated sync that failed is not tried again for the same commit: a retry
                 # covers what is only early (staging's promotions before production has put the
@@ -333,8 +332,7 @@ Written by `promoter gitops init`. Two environments, each an Argo CD Application
 - `charts/promoter/`: the promoter chart, shared by both; `environments/<env>/values.yaml`: only what
   differs. `environments/<env>/promotions/`: the ModelPromotions Argo CD applies in that environment.
 - `applications/`: the two Applications. Argo CD ignores what the operator owns on the Rollout (the
-  server's image, its `PROMOTER_MODEL_URI`, the `mlops.promoter.dev/model-version` annotation); git
-  is the truth for everything else.
+  server's image and its `PROMOTER_MODEL_URI`); git is the truth for everything else.
 
 ## Before the first sync
 
