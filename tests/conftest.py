@@ -27,7 +27,7 @@ PROMOTER = Path(sys.executable).parent / "promoter"
 # Modules that spend most of their time waiting on other processes (operator timers, controllers,
 # stand-ins): `make test` runs files on two workers (pytest-xdist, --dist loadfile), and a worker
 # takes files in collection order, so these go first and overlap with the CPU-bound rest.
-MOSTLY_WAITING = ("test_operator_cluster.py",)
+MOSTLY_WAITING = ("test_gitops_flow.py", "test_operator_cluster.py", "test_gitops_testbed.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -126,18 +126,48 @@ def start_tracking_server(
             env=env,
             start_new_session=True,  # mlflow server starts uvicorn workers: stopped as a group
         )
-    uri = f"http://127.0.0.1:{port}"
+    uri = _answering(process, f"http://127.0.0.1:{port}", log)
+    return TrackingServer(uri, process, directory / "run", log, artifacts, backend)
+
+
+def _answering(process: subprocess.Popen[bytes], uri: str, log: Path) -> str:
+    """`uri`, once the server behind it answers /health (its log's end if it exits or never does)."""
 
     def healthy() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"tracking server exited {process.returncode}: {log.read_text()[-3000:]}")
+            raise AssertionError(f"{uri} exited {process.returncode}: {log.read_text()[-3000:]}")
         try:
             return requests.get(f"{uri}/health", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
-    assert wait_until(healthy, 90), f"tracking server did not answer: {log.read_text()[-3000:]}"
-    return TrackingServer(uri, process, directory / "run", log, artifacts, backend)
+    assert wait_until(healthy, 90), f"{uri} did not answer: {log.read_text()[-3000:]}"
+    return uri
+
+
+def start_mlflow_server(directory: Path) -> TrackingServer:
+    """MLflow's own server (`mlflow server`, no auth app) on loopback, SQLite backend and served
+    artifacts under `directory`: for tests about something else than logins (GitOps), whose pods
+    then need no MLflow password."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "MLFLOW_", "PROMOTER_"))}
+    log, backend, artifacts = (
+        directory / "mlflow-server.log",
+        directory / "mlflow.db",
+        directory / "artifacts",
+    )
+    command = [
+        str(PROMOTER.parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(artifacts),
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    uri = _answering(process, f"http://127.0.0.1:{port}", log)
+    return TrackingServer(uri, process, directory, log, artifacts, backend)
 
 
 def stop_tracking_server(server: TrackingServer) -> None:
