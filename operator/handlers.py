@@ -154,7 +154,7 @@ def report_transitions(
         )
         metrics.record_transition(history, index)
         if model is not None:
-            metrics.record_outcome(model, created, status, history, index)
+            metrics.record_outcome(model, created, status, index)
         events.record(index, transition, status.git_commit)
     resource.mark_events_recorded(len(history))
 

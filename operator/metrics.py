@@ -13,6 +13,7 @@ from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from promoter.promotion.gates import declared_gates, gate_family
 from promoter.promotion.spec import PromotionSpec
 from promoter.promotion.status import TERMINAL_PHASES, Phase, PromotionStatus, Transition
 
@@ -86,11 +87,10 @@ def record_transition(history: list[Transition], index: int) -> None:
         OUTCOMES.labels(transition.phase).inc()
 
 
-def record_outcome(
-    model: str, created: datetime | None, status: PromotionStatus, history: list[Transition], index: int
-) -> None:
-    """What a terminal `history[index]` says beyond its phase: the gates that failed (once per
-    promotion: at its first terminal phase), the time it took to promote, a rollback."""
+def record_outcome(model: str, created: datetime | None, status: PromotionStatus, index: int) -> None:
+    """What a terminal `status.history[index]` says beyond its phase: the gates that failed (once
+    per promotion: at its first terminal phase), the time it took to promote, a rollback."""
+    history = status.history
     transition = history[index]
     if transition.phase not in TERMINAL_PHASES:
         return
@@ -99,7 +99,8 @@ def record_outcome(
         failed = [*(offline.failures + offline.advisory_failures if offline else [])]
         failed += [g for g in status.load_test_gates if g.verdict == "fail"]
         for gate in failed:
-            GATE_FAILURES.labels(gate_label(gate.name), _flag(gate.enforced)).inc()
+            # one series per rule the spec declares, not one per class of every model
+            GATE_FAILURES.labels(gate_family(gate.name), _flag(gate.enforced)).inc()
     if transition.phase == "Promoted" and created is not None:
         TIME_TO_PROMOTE.observe(max(0.0, (transition.at - created).total_seconds()))
     if transition.phase == "RolledBack":
@@ -108,31 +109,6 @@ def record_outcome(
 
 def _flag(enforced: bool) -> str:
     return "true" if enforced else "false"
-
-
-def gate_label(name: str) -> str:
-    """A gate result's name without its class (`perClass.f1[3]` -> `perClass.f1`): one series per
-    rule the spec declares, not one per class of every model; the class is in the status and report."""
-    return name.split("[", 1)[0]
-
-
-def gate_labels(spec: PromotionSpec) -> list[tuple[str, bool]]:
-    """The gates a spec declares, labelled as `record_outcome` labels their failures."""
-    gates = spec.gates
-    names = [(f"absolute.{metric}", rule.enforce) for metric, rule in gates.absolute.items()]
-    names += [(f"perClass.{metric}", rule.enforce) for metric, rule in gates.per_class.items()]
-    if gates.regression is not None:
-        names.append((f"regression.{gates.regression.metric}", gates.regression.enforce))
-    if spec.rollout is not None:
-        budgets = spec.rollout.load_test
-        for metric, budget in (
-            ("p95Ms", budgets.max_p95_ms),
-            ("errorRate", budgets.max_error_rate),
-            ("rps", budgets.min_rps),
-        ):
-            if budget is not None:
-                names.append((f"loadTest.{metric}", budgets.enforce))
-    return names
 
 
 class PhaseBook:
@@ -153,7 +129,7 @@ class PhaseBook:
         """`spec`: None when it does not parse (the promotion is refused; its phase still counts)."""
         if spec is not None:
             ROLLBACKS.labels(spec.model)
-            for gate, enforced in gate_labels(spec):
+            for gate, enforced in declared_gates(spec):
                 GATE_FAILURES.labels(gate, _flag(enforced))
         with self._lock:
             self._phases[(namespace, name)] = phase

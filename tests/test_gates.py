@@ -2,8 +2,15 @@ from __future__ import annotations
 
 import json
 
-from promoter.promotion.gates import GateReport, ModelEvidence, evaluate_gates
-from promoter.promotion.spec import Gates
+from promoter.promotion.gates import (
+    GateReport,
+    ModelEvidence,
+    declared_gates,
+    evaluate_gates,
+    evaluate_load_gates,
+    gate_family,
+)
+from promoter.promotion.spec import Gates, PromotionSpec
 
 CLASSES = ("cat", "dog")
 
@@ -93,3 +100,34 @@ def test_the_report_json_carries_the_decision() -> None:
         "detail": "",
     }
     assert GateReport.model_validate(document).passed is False
+
+
+def test_every_result_is_named_after_a_rule_the_spec_declares() -> None:
+    """The metrics initialise one failure counter per declared rule (operator/metrics.py): a result
+    whose name no rule carries would be counted under a series nobody initialised."""
+    spec = PromotionSpec.model_validate(
+        {
+            "model": "digits",
+            "source": {"modelVersion": "1"},
+            "gates": {
+                "absolute": {"accuracy": 0.9},
+                "perClass": {"f1": {"min": 0.8, "enforce": False}},
+                "regression": {"metric": "accuracy", "maxDrop": 0.01},
+            },
+            "rollout": {"name": "digits-serving", "loadTest": {"maxP95Ms": 50, "minRps": 10}},
+        }
+    )
+    candidate = {"accuracy": 0.95, "class/0/f1": 0.9, "class/1/f1": 0.7}
+    results = evaluate_gates(spec.gates, candidate, {"accuracy": 0.96}, ("0", "1"))
+    assert spec.rollout is not None
+    results += evaluate_load_gates(spec.rollout.load_test, p95_ms=30.0, error_rate=0.0, rps=5.0)
+
+    declared = dict(declared_gates(spec))
+    assert declared == {
+        "absolute.accuracy": True,
+        "perClass.f1": False,
+        "regression.accuracy": True,
+        "loadTest.p95Ms": True,
+        "loadTest.rps": True,
+    }
+    assert {(gate_family(r.name), r.enforced) for r in results} == set(declared.items())

@@ -118,7 +118,7 @@ def test_the_operator_metrics_pass_promtool_after_every_kind_of_outcome() -> Non
         status.history = history
         for index in range(len(history)):
             metrics.record_transition(history, index)
-            metrics.record_outcome("digits", created, status, history, index)
+            metrics.record_outcome("digits", created, status, index)
     book.gone("ns", "lint")
 
     exposition = generate_latest(REGISTRY)

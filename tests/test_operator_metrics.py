@@ -41,7 +41,7 @@ def _finish(model: str, status: PromotionStatus, phases: list[Phase], minutes: i
     ]
     for index in range(len(status.history)):
         metrics.record_transition(status.history, index)
-        metrics.record_outcome(model, created, status, status.history, index)
+        metrics.record_outcome(model, created, status, index)
 
 
 def test_the_phase_gauge_is_recomputed_from_what_the_watch_sees() -> None:

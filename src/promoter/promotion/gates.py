@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from promoter.promotion.spec import Gates, LoadTest, RegressionGate
+from promoter.promotion.spec import Gates, LoadTest, PromotionSpec, RegressionGate
 
 Verdict = Literal["pass", "fail", "skipped"]
 
@@ -108,7 +108,7 @@ def evaluate_gates(
     not silently pass.
     """
     results = [
-        _floor(f"absolute.{metric}", "absolute", metric, candidate.get(metric), rule.min, rule.enforce)
+        _floor(absolute_gate(metric), "absolute", metric, candidate.get(metric), rule.min, rule.enforce)
         for metric, rule in gates.absolute.items()
     ]
     for metric, rule in gates.per_class.items():
@@ -116,7 +116,7 @@ def evaluate_gates(
             key = f"class/{class_name}/{metric}"
             results.append(
                 _floor(
-                    f"perClass.{metric}[{class_name}]",
+                    f"{per_class_gate(metric)}[{class_name}]",
                     "per_class",
                     key,
                     candidate.get(key),
@@ -144,7 +144,7 @@ def _regression(
         verdict = "pass" if actual >= threshold else "fail"
         detail = f"champion {champion[rule.metric]:.4f} - maxDrop {rule.max_drop}"
     return GateResult(
-        name=f"regression.{rule.metric}",
+        name=regression_gate(rule.metric),
         kind="regression",
         metric=rule.metric,
         actual=actual,
@@ -163,19 +163,14 @@ def evaluate_load_gates(
     Only the budgets the profile sets are gates; a load test without budgets still has to produce a
     result (a crashed or empty load test is a failure upstream, never a pass here).
     """
-    budgets: list[tuple[str, float, float | None, Literal[">=", "<="]]] = [
-        ("p95Ms", p95_ms, profile.max_p95_ms, "<="),
-        ("errorRate", error_rate, profile.max_error_rate, "<="),
-        ("rps", rps, profile.min_rps, ">="),
-    ]
+    measured = {"p95Ms": p95_ms, "errorRate": error_rate, "rps": rps}
     results = []
-    for metric, actual, threshold, comparison in budgets:
-        if threshold is None:
-            continue
+    for metric, threshold, comparison in load_budgets(profile):
+        actual = measured[metric]
         ok = actual <= threshold if comparison == "<=" else actual >= threshold
         results.append(
             GateResult(
-                name=f"loadTest.{metric}",
+                name=load_test_gate(metric),
                 kind="load",
                 metric=metric,
                 actual=actual,
@@ -186,3 +181,54 @@ def evaluate_load_gates(
             )
         )
     return results
+
+
+# --- gate names: how results, reports, status and metrics name each gate, in one place ------------
+
+
+def absolute_gate(metric: str) -> str:
+    return f"absolute.{metric}"
+
+
+def per_class_gate(metric: str) -> str:
+    """The rule's name; each class's result adds `[class]` to it (see `gate_family`)."""
+    return f"perClass.{metric}"
+
+
+def regression_gate(metric: str) -> str:
+    return f"regression.{metric}"
+
+
+def load_test_gate(metric: str) -> str:
+    return f"loadTest.{metric}"
+
+
+def gate_family(name: str) -> str:
+    """A result's name without its class (`perClass.f1[3]` -> `perClass.f1`): the rule it checks."""
+    return name.split("[", 1)[0]
+
+
+def load_budgets(profile: LoadTest) -> list[tuple[str, float, Literal[">=", "<="]]]:
+    """The budgets a load-test profile sets, as (metric, threshold, comparison): only these are gates."""
+    budgets: list[tuple[str, float | None, Literal[">=", "<="]]] = [
+        ("p95Ms", profile.max_p95_ms, "<="),
+        ("errorRate", profile.max_error_rate, "<="),
+        ("rps", profile.min_rps, ">="),
+    ]
+    return [
+        (metric, threshold, comparison) for metric, threshold, comparison in budgets if threshold is not None
+    ]
+
+
+def declared_gates(spec: PromotionSpec) -> list[tuple[str, bool]]:
+    """Every rule a spec declares, by the name its results carry (per-class rules once, without a
+    class), and whether it is enforced: what can fail, known before anything is evaluated."""
+    gates = spec.gates
+    declared = [(absolute_gate(metric), rule.enforce) for metric, rule in gates.absolute.items()]
+    declared += [(per_class_gate(metric), rule.enforce) for metric, rule in gates.per_class.items()]
+    if gates.regression is not None:
+        declared.append((regression_gate(gates.regression.metric), gates.regression.enforce))
+    if spec.rollout is not None:
+        profile = spec.rollout.load_test
+        declared += [(load_test_gate(metric), profile.enforce) for metric, _, _ in load_budgets(profile)]
+    return declared
