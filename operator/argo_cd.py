@@ -25,9 +25,13 @@ APPLICATIONS = ("argoproj.io", "v1alpha1", "applications")
 
 
 def application_revision(application: dict[str, Any]) -> str | None:
-    """The commit the Application's last comparison read: `status.sync.revision`, or for a
-    multi-source Application (`status.sync.revisions`, one per source) the one they all share."""
-    sync = (application.get("status") or {}).get("sync") or {}
+    """The commit the Application's last comparison read."""
+    return _revision((application.get("status") or {}).get("sync") or {})
+
+
+def _revision(sync: dict[str, Any]) -> str | None:
+    """A sync part's commit (a comparison's, or an operation's): `revision`, or for a multi-source
+    Application (`revisions`, one per source) the one they all share."""
     if sync.get("revision"):
         return str(sync["revision"])
     revisions = {str(r) for r in sync.get("revisions") or [] if r}
@@ -97,6 +101,4 @@ class ArgoCdProvenance:
         if application is None:
             return None
         operation = ((application.get("status") or {}).get("operationState") or {}).get("operation") or {}
-        return application_revision(
-            {"status": {"sync": operation.get("sync") or {}}}
-        ) or application_revision(application)
+        return _revision(operation.get("sync") or {}) or application_revision(application)

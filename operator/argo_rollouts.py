@@ -118,7 +118,8 @@ class ArgoRollouts:
         return next((e.get("value") for e in env if e.get("name") == MODEL_URI_ENV), None)
 
     def serving_image(self, rollout: str) -> str | None:
-        return str(_server(self.get(rollout)["spec"]["template"]["spec"]).get("image") or "") or None
+        image = _server(self.get(rollout)["spec"]["template"]["spec"]).get("image")
+        return str(image) if image else None
 
     def image_of_version(self, rollout: dict[str, Any], uri: str) -> str | None:
         """The image the model at `uri` ran in on this Rollout: its newest ReplicaSet's (none: None)."""

@@ -77,7 +77,7 @@ class ClusterPlatform:
         if not settings.record_repository:
             return None
         branch = GitBranch(settings.record_repository, settings.record_branch)
-        return GitRecords(branch, settings.record_directory, ref.namespace)
+        return GitRecords(branch, settings.record_directory)
 
     def backends(self, ref: PromotionRef) -> Backends:
         return Backends(
@@ -178,7 +178,8 @@ def revert_before_deletion(platform: ClusterPlatform, ref: PromotionRef) -> str 
     if status.phase != "Promoted":
         return None
     if status.rollback_requested_by is None:
-        model = promotion_of(resource.read()).spec.model
+        assert resource.current is not None  # load() read it
+        model = promotion_of(resource.current).spec.model
         if status.previous_champion is None or platform.registry.champion(model) != status.model_version:
             return None
         revision = provenance.current_revision() or "an unknown revision"

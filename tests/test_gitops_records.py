@@ -49,7 +49,7 @@ def promoted() -> PromotionStatus:
 
 
 def records(remote: GitRemote, branch: GitBranch | None = None) -> GitRecords:
-    return GitRecords(branch or GitBranch(remote.url, "staging"), DIRECTORY, "staging")
+    return GitRecords(branch or GitBranch(remote.url, "staging"), DIRECTORY)
 
 
 @pytest.fixture

@@ -27,7 +27,9 @@ MLFLOW_RUN_ANNOTATION = "mlops.promoter.dev/mlflow-run"
 
 
 @dataclass(frozen=True)
-class ProductionRecord:
+class RenderedRecord:
+    """A production record as committed (its state in a promotion's status is status.ProductionRecord)."""
+
     path: str  # relative to the records directory
     document: dict[str, Any]
     message: str  # the commit message: what, why, evidence
@@ -47,16 +49,16 @@ def load_test_summary(status: PromotionStatus) -> str:
 
 
 def production_record(
-    promotion: ModelPromotion, version: str, status: PromotionStatus, image: str | None, environment: str
-) -> ProductionRecord:
-    """The record of `promotion`, promoted in `environment` as `version` running `image`."""
+    promotion: ModelPromotion, version: str, status: PromotionStatus, image: str | None
+) -> RenderedRecord:
+    """The record of `promotion`, promoted as `version` running `image`."""
     spec = promotion.spec
     manifest = promotion.to_manifest()
     manifest_spec: dict[str, Any] = manifest["spec"]
     manifest_spec["source"] = {"modelVersion": version}
     if "rollout" in manifest_spec and image is not None:
         manifest_spec["rollout"]["image"] = image
-    proven_by = f"{promotion.metadata.namespace or environment}/{promotion.metadata.name}"
+    proven_by = "/".join(filter(None, (promotion.metadata.namespace, promotion.metadata.name)))
     annotations = {
         PROVEN_BY_ANNOTATION: proven_by,
         LOAD_TEST_ANNOTATION: load_test_summary(status),
@@ -77,7 +79,7 @@ def production_record(
         },
         "spec": manifest_spec,
     }
-    return ProductionRecord(
+    return RenderedRecord(
         record_path(promotion), document, _message(promotion, version, status, image, proven_by)
     )
 

@@ -71,9 +71,10 @@ class GitBranch:
         """The commit on the branch that last wrote `path`; None while the branch has no such file."""
         with tempfile.TemporaryDirectory(prefix="promoter-git-") as scratch:
             clone = self._clone(Path(scratch))
-            if not (clone / path).is_file():
-                return None
-            return self._git("log", "-1", "--format=%H", "--", str(path), cwd=clone) or None
+            return self._last_commit_in(clone, path) if (clone / path).is_file() else None
+
+    def _last_commit_in(self, clone: Path, path: PurePosixPath) -> str:
+        return self._git("log", "-1", "--format=%H", "--", str(path), cwd=clone)
 
     def commit_file(self, path: PurePosixPath, text: str, message: str) -> str:
         """Commit `text` as `path` on the branch and push it; the commit that holds it."""
@@ -82,7 +83,7 @@ class GitBranch:
                 clone = self._clone(Path(scratch))
                 target = clone / path
                 if target.is_file() and target.read_text() == text:
-                    return self._git("log", "-1", "--format=%H", "--", str(path), cwd=clone)
+                    return self._last_commit_in(clone, path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
                 self._git("add", "--", str(path), cwd=clone)
@@ -101,13 +102,13 @@ class GitBranch:
 class GitRecords:
     """Production records as files `<directory>/<promotion>.yaml` on a branch (the `Records` port)."""
 
-    def __init__(self, branch: GitBranch, directory: str, environment: str) -> None:
-        self.branch, self.directory, self.environment = branch, PurePosixPath(directory), environment
+    def __init__(self, branch: GitBranch, directory: str) -> None:
+        self.branch, self.directory = branch, PurePosixPath(directory)
 
     def publish(
         self, promotion: ModelPromotion, version: str, status: PromotionStatus, image: str | None
     ) -> None:
-        record = production_record(promotion, version, status, image, self.environment)
+        record = production_record(promotion, version, status, image)
         self.branch.commit_file(self.directory / record.path, record.text(), record.message)
 
     def observe(self, promotion: ModelPromotion) -> RecordObservation:

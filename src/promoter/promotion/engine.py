@@ -580,7 +580,7 @@ class _Machine:
             if self.status.record is None:
                 return ()
             # Not observed this round (Promoting reads no record): publishing is idempotent anyway.
-            return (PublishRecord(version, self.status.model_copy(deep=True)),)
+            return (self._publish_request(),)
         return (Promote(version, self._because(f"promotion {self.promotion.metadata.name}"), self._image()),)
 
     def _promoted(self) -> tuple[Action, ...]:
@@ -593,11 +593,10 @@ class _Machine:
             self.status.rollback_requested_by = None
             self.status.message = "rollback refused: there was no champion before this promotion"
             return ()
+        by = self.status.rollback_requested_by
         if self._serves(previous):
-            by = self.status.rollback_requested_by
             self._enter("RolledBack", "RolledBack", f"@champion is version {previous} again (by {by})")
             return ()
-        by = self.status.rollback_requested_by
         return (Promote(previous, f"rollback of promotion {self.promotion.metadata.name} by {by}"),)
 
     def _publish(self) -> tuple[Action, ...]:
@@ -607,7 +606,7 @@ class _Machine:
             return ()
         seen = self._record
         if seen is None or seen.commit is None:
-            return (PublishRecord(self._candidate(), self.status.model_copy(deep=True)),)
+            return (self._publish_request(),)
         record.commit = seen.commit
         message = f"production record {record.path} committed as {seen.commit}"
         _set_condition(self.status, RECORD_PUBLISHED, "True", RECORD_PUBLISHED, message, self.now)
@@ -628,6 +627,9 @@ class _Machine:
 
     def _serves(self, version: str) -> bool:
         return self._champion == version and (self.spec.rollout is None or self._active == version)
+
+    def _publish_request(self) -> PublishRecord:
+        return PublishRecord(self._candidate(), self.status.model_copy(deep=True))
 
     def _image(self) -> str | None:
         return self.spec.rollout.image if self.spec.rollout is not None else None

@@ -7,15 +7,16 @@ writer follows; never spell one out elsewhere.
 
 from __future__ import annotations
 
+
 # --- registered-model aliases (never stages: MLflow 3 deprecates them) -------------------------
-CHAMPION_ALIAS = "champion"  # production's; another environment promotes to an alias of its own
-PREVIOUS_CHAMPION_ALIAS = "previous-champion"
-
-
 def previous_alias(alias: str) -> str:
     """The alias that keeps `alias`'s last holder, the rollback target: `previous-champion`,
     `previous-staging`."""
     return f"previous-{alias}"
+
+
+CHAMPION_ALIAS = "champion"  # production's; another environment promotes to an alias of its own
+PREVIOUS_CHAMPION_ALIAS = previous_alias(CHAMPION_ALIAS)
 
 
 # --- registered-model tags: one per alias move, MLflow keeping no alias history ----------------
