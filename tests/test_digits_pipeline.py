@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from promoter.pipelines.digits import load_digits_v1
@@ -110,7 +111,7 @@ def test_metrics_plots_and_report_are_logged(trained: Trained) -> None:
     assert report["data_sha256"] == load_digits_v1().sha256 and report["samples"] > 250
 
 
-def test_the_model_resolves_as_runs_uri_with_signature(trained: Trained) -> None:
+def test_the_model_resolves_as_runs_uri_with_signature(trained: Trained, tmp_path: Path) -> None:
     configure_tracking(trained.workdir)
     model = mlflow.pyfunc.load_model(f"runs:/{trained.good[0]}/model")
     inputs = model.metadata.get_input_schema().inputs[0]
@@ -120,6 +121,26 @@ def test_the_model_resolves_as_runs_uri_with_signature(trained: Trained) -> None
     assert probabilities.shape == (5, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert (probabilities.argmax(axis=1) == load_digits_v1().labels[:5]).mean() >= 0.8
+
+    # pyfunc runs the inference server's compiled graphs, answering as the network itself does
+    bundle = model.unwrap_python_model().bundle
+    assert bundle.compiled
+    with torch.no_grad():
+        eager = torch.softmax(bundle.network(torch.from_numpy(example)), dim=1).numpy()
+    np.testing.assert_allclose(probabilities, eager, atol=1e-5)
+    np.testing.assert_allclose(model.predict(example[:1]), eager[:1], atol=1e-5)
+
+    # and those graphs can be written out for another server to run (benchmarks/serving.py's peers)
+    single, batched = bundle.save_compiled(tmp_path / "graphs")
+    graphs = {path: torch.jit.load(str(path)) for path in (single, batched)}  # type: ignore[no-untyped-call]
+    if batched.name == "batched.frozen.pt":  # torch cannot load the oneDNN graph back: rebuild it
+        graphs[batched] = torch.jit.optimize_for_inference(graphs[batched])
+    with torch.no_grad():
+        for graph, inputs in ((graphs[single], example[:1]), (graphs[batched], example)):
+            logits = graph(torch.from_numpy(inputs))
+            np.testing.assert_allclose(
+                torch.softmax(logits, dim=1).numpy(), bundle.forward(inputs), atol=1e-6
+            )
 
 
 def test_the_bad_candidate_trains_but_fails_its_gates(trained: Trained) -> None:
