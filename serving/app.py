@@ -28,12 +28,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from mlflow.tracking import MlflowClient
 from prometheus_client import Histogram
+from starlette.exceptions import HTTPException
 
 from promoter import __version__
-from promoter.serving import metrics
+from promoter.serving import metrics, open_inference
 from promoter.serving.batching import BatcherStopped, MicroBatcher
 from promoter.serving.inference_routes import (
     ASGIApp,
+    InferenceAnswer,
+    InferenceRequest,
     InferenceRoute,
     InferenceRouter,
     Message,
@@ -45,13 +48,10 @@ from promoter.serving.inference_routes import (
 from promoter.serving.model import ModelIdentity, ServedModel, load, resolve
 from promoter.serving.protocol import (
     PREDICT_REQUEST_SCHEMA,
-    V2_INFER_REQUEST_SCHEMA,
     ProtocolError,
     parse_json,
     parse_predict,
-    parse_v2_infer,
     predict_response,
-    v2_infer_response,
 )
 from promoter.serving.settings import ServeSettings
 
@@ -201,6 +201,12 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
     async def protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:
         return _json({"error": exc.message}, exc.status)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown routes (404) and methods (405) too: V2 clients read only {"error": ...} bodies
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
@@ -269,16 +275,18 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
             state.recorder.flush()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def predict(body: bytes, _: dict[str, str]) -> bytes:
+    async def predict(request: InferenceRequest) -> InferenceAnswer:
         model = serving()
-        inputs = parse_predict(parse_json(body), model.bundle, settings.max_request_inputs)
-        return predict_response(await infer(inputs), model.bundle, model_ref(model))
+        inputs = parse_predict(parse_json(request.body), model.bundle, settings.max_request_inputs)
+        return InferenceAnswer(predict_response(await infer(inputs), model.bundle, model_ref(model)))
 
     # --- Open Inference Protocol (KServe V2) -----------------------------------------------------
 
     @app.get("/v2", summary="V2 server metadata")
     async def v2_server() -> JSONResponse:
-        return _json({"name": "promoter", "version": __version__, "extensions": []})
+        return _json(
+            {"name": "promoter", "version": __version__, "extensions": [open_inference.BINARY_EXTENSION]}
+        )
 
     @app.get("/v2/health/live", summary="V2 liveness")
     async def v2_live() -> JSONResponse:
@@ -289,55 +297,80 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
         return _json({"ready": state.ready}, 200 if state.ready else 503)
 
     def v2_metadata(model: ServedModel) -> dict[str, Any]:
-        signature = model.signature()
         return {
             "name": model.identity.name,
             "versions": [model.identity.version] if model.identity.version else [],
             "platform": "pytorch_mlflow",
-            "inputs": signature["inputs"],
-            "outputs": signature["outputs"],
-            "parameters": {"classes": signature["classes"], "run_id": model.identity.run_id},
+            **open_inference.tensors(model.bundle),
+            "parameters": {"classes": list(model.class_names), "run_id": model.identity.run_id},
         }
 
-    @app.get(
-        "/v2/models/{name}", summary="V2 model metadata", responses={404: {"description": "Unknown model"}}
-    )
+    unknown: dict[int | str, dict[str, Any]] = {
+        404: {"description": "Unknown model or version"},
+        503: {"description": "Still loading"},
+    }
+
+    @app.get("/v2/models/{name}", summary="V2 model metadata", responses=unknown)
     async def v2_model(name: str) -> JSONResponse:
         model = serving()
         check_v2_model(model, name)
         return _json(v2_metadata(model))
 
-    @app.get(
-        "/v2/models/{name}/ready",
-        summary="V2 model readiness",
-        responses={404: {"description": "Unknown model"}, 503: {"description": "Not ready"}},
-    )
+    @app.get("/v2/models/{name}/versions/{version}", summary="V2 model version metadata", responses=unknown)
+    async def v2_model_version(name: str, version: str) -> JSONResponse:
+        model = serving()
+        check_v2_model(model, name, version)
+        return _json(v2_metadata(model))
+
+    @app.get("/v2/models/{name}/ready", summary="V2 model readiness", responses=unknown)
     async def v2_model_ready(name: str) -> JSONResponse:
         model = serving()
         check_v2_model(model, name)
         return _json({"name": name, "ready": True})
 
-    async def v2_infer(body: bytes, path: dict[str, str]) -> bytes:
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready", summary="V2 model version readiness", responses=unknown
+    )
+    async def v2_model_version_ready(name: str, version: str) -> JSONResponse:
         model = serving()
-        check_v2_model(model, path["name"], path.get("version"))
-        inputs, request_id = parse_v2_infer(parse_json(body), model.bundle, settings.max_request_inputs)
-        return v2_infer_response(await infer(inputs), model.identity.name, model.identity.version, request_id)
+        check_v2_model(model, name, version)
+        return _json({"name": name, "ready": True})
+
+    async def v2_infer(request: InferenceRequest) -> InferenceAnswer:
+        model = serving()
+        check_v2_model(model, request.path["name"], request.path.get("version"))
+        header_length = request.header(open_inference.HEADER_LENGTH)
+        parsed = open_inference.parse_infer(
+            request.body, header_length, model.bundle, settings.max_request_inputs
+        )
+        body, json_length = open_inference.infer_response(
+            await infer(parsed.inputs), model.bundle, parsed, model.identity.name, model.identity.version
+        )
+        if json_length is None:
+            return InferenceAnswer(body)
+        return InferenceAnswer(
+            body,
+            ((open_inference.HEADER_LENGTH, str(json_length).encode()),),
+            b"application/octet-stream",
+        )
 
     inference = [
         InferenceRoute("/predict", "Predict a batch of inputs", PREDICT_REQUEST_SCHEMA, predict),
         InferenceRoute(
             "/v2/models/{name}/infer",
             "V2 inference",
-            V2_INFER_REQUEST_SCHEMA,
+            open_inference.INFER_REQUEST_SCHEMA,
             v2_infer,
             {404: "Unknown model"},
+            "Inference-Header-Content-Length",
         ),
         InferenceRoute(
             "/v2/models/{name}/versions/{version}/infer",
             "V2 inference on a version",
-            V2_INFER_REQUEST_SCHEMA,
+            open_inference.INFER_REQUEST_SCHEMA,
             v2_infer,
             {404: "Unknown model or version"},
+            "Inference-Header-Content-Length",
         ),
     ]
     document_routes(app, inference)

@@ -28,8 +28,27 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-# The request body and the path's parameters in, the JSON response body out; errors are ProtocolError.
-Handler = Callable[[bytes, dict[str, str]], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    body: bytes
+    path: dict[str, str]  # the path template's parameters, e.g. {"name": "digits"}
+    headers: list[tuple[bytes, bytes]]  # as ASGI hands them over: names in lower case
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceAnswer:
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # beyond content type and length
+    content_type: bytes = b"application/json"
+
+
+# A request in, its answer out; a refusal is a ProtocolError, which the router answers {"error": ...}.
+Handler = Callable[[InferenceRequest], Awaitable[InferenceAnswer]]
 
 _PARAMETER = re.compile(r"{(\w+)}")
 _JSON_CONTENT = (b"content-type", b"application/json")
@@ -43,6 +62,8 @@ class InferenceRoute:
     request_schema: dict[str, Any]
     handler: Handler
     errors: dict[int, str] = field(default_factory=dict)  # documented statuses beyond 4xx for bad input
+    # Also takes Triton's binary tensor data extension: a JSON header, then raw tensors
+    binary_header: str | None = None  # the header carrying the JSON header's length
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -60,17 +81,21 @@ class InferenceRoute:
             **self.errors,
         }.items():
             responses[str(status)] = {"description": description, **error}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAMETER.findall(self.path)
+        ]
+        content: dict[str, Any] = {"application/json": {"schema": self.request_schema}}
+        if self.binary_header:
+            parameters.append(
+                {"name": self.binary_header, "in": "header", "required": False, "schema": {"type": "integer"}}
+            )
+            content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
         return {
             "summary": self.summary,
             "operationId": re.sub(r"\W+", "_", self.path).strip("_") + "_post",
-            "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in _PARAMETER.findall(self.path)
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": self.request_schema}},
-            },
+            "parameters": parameters,
+            "requestBody": {"required": True, "content": content},
             "responses": responses,
         }
 
@@ -95,15 +120,17 @@ class InferenceRouter:
     async def _serve(
         self, route: InferenceRoute, parameters: dict[str, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        headers = [_JSON_CONTENT]
         try:
             if scope["method"] != "POST":
-                headers.append((b"allow", b"POST"))
                 raise ProtocolError(405, f"{route.path} accepts POST only, not {scope['method']}")
             body = await read_body(scope, receive, self._max_body_bytes)
-            status, payload = 200, await route.handler(body, parameters)
+            answer = await route.handler(InferenceRequest(body, parameters, scope["headers"]))
+            status, payload = 200, answer.body
+            headers = [(b"content-type", answer.content_type), *answer.headers]
         except ProtocolError as exc:
-            status, payload = exc.status, orjson.dumps({"error": exc.message})
+            status, payload, headers = exc.status, orjson.dumps({"error": exc.message}), [_JSON_CONTENT]
+            if exc.status == 405:
+                headers.append((b"allow", b"POST"))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

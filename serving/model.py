@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from promoter.pipelines.packaging import ModelBundle, load_bundle
 from promoter.promotion.names import LINEAGE_TAGS
+from promoter.serving import open_inference
 
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 _RUN = re.compile(r"^runs:/(?P<run_id>[0-9a-f]{32})/(?P<path>.+)$")
@@ -92,11 +93,7 @@ class ServedModel:
         return self.bundle.manifest.input_shape
 
     def signature(self) -> dict[str, Any]:
-        return {
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *self.input_shape]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.class_names)]}],
-            "classes": list(self.class_names),
-        }
+        return {**open_inference.tensors(self.bundle), "classes": list(self.class_names)}
 
 
 def load(identity: ModelIdentity) -> ServedModel:

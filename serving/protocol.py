@@ -1,8 +1,8 @@
-"""Request and response codecs: promoter's JSON API and the Open Inference Protocol (KServe V2).
+"""Request codecs shared by the server's APIs, and promoter's own JSON API (`/predict`).
 
 Bodies are parsed with orjson straight into numpy (no pydantic, no pandas on the hot path). Every
 malformed input raises `ProtocolError` with a status and a message that names the problem; nothing
-a client sends may surface as a 5xx.
+a client sends may surface as a 5xx. The Open Inference Protocol's codec is `open_inference`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,6 @@ import numpy.typing as npt
 import orjson
 
 from promoter.pipelines.packaging import REAL_NUMBER_KINDS, InputError, ModelBundle
-
-# V2 tensor datatypes we accept as numeric input, and their numpy equivalents.
-V2_DATATYPES = {
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-}  # fmt: skip
 
 
 class ProtocolError(Exception):
@@ -40,7 +33,7 @@ def parse_json(body: bytes) -> Any:
         raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
 
 
-def _as_array(values: Any, where: str) -> npt.NDArray[Any]:
+def as_array(values: Any, where: str) -> npt.NDArray[Any]:
     if not isinstance(values, list) or not values:
         raise ProtocolError(422, f"{where} must be a non-empty array")
     try:
@@ -84,7 +77,7 @@ PREDICT_REQUEST_SCHEMA: dict[str, Any] = {
 def parse_predict(document: Any, bundle: ModelBundle, max_rows: int) -> npt.NDArray[np.float32]:
     if not isinstance(document, dict) or "inputs" not in document:
         raise ProtocolError(422, "expected a JSON object with an 'inputs' array")
-    return validated(bundle, _as_array(document["inputs"], "'inputs'"), max_rows)
+    return validated(bundle, as_array(document["inputs"], "'inputs'"), max_rows)
 
 
 def predict_response(
@@ -99,88 +92,3 @@ def predict_response(
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
-
-
-# --- Open Inference Protocol (KServe V2) ---------------------------------------------------------
-
-V2_INFER_REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {"type": "object"},
-        "inputs": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["name", "shape", "datatype", "data"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "shape": {"type": "array", "items": {"type": "integer"}},
-                    "datatype": {"type": "string"},
-                    "data": {"type": "array"},
-                    "parameters": {"type": "object"},
-                },
-            },
-        },
-        "outputs": {"type": "array", "items": {"type": "object"}},
-    },
-}
-
-
-def parse_v2_infer(
-    document: Any, bundle: ModelBundle, max_rows: int
-) -> tuple[npt.NDArray[np.float32], str | None]:
-    if (
-        not isinstance(document, dict)
-        or not isinstance(document.get("inputs"), list)
-        or not document["inputs"]
-    ):
-        raise ProtocolError(400, "expected an object with a non-empty 'inputs' list of tensors")
-    if len(document["inputs"]) != 1:
-        raise ProtocolError(400, f"this model takes exactly one input tensor, got {len(document['inputs'])}")
-    tensor = document["inputs"][0]
-    if not isinstance(tensor, dict):
-        raise ProtocolError(400, "each input must be a tensor object with name, shape, datatype and data")
-    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
-    if missing:
-        raise ProtocolError(400, f"input tensor is missing {', '.join(missing)}")
-    shape, datatype = tensor["shape"], tensor["datatype"]
-    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
-        raise ProtocolError(400, f"input shape must be a list of non-negative integers, got {shape!r}")
-    if datatype not in V2_DATATYPES:
-        raise ProtocolError(
-            400, f"unsupported datatype {datatype!r}; numeric types only ({', '.join(V2_DATATYPES)})"
-        )
-    if shape[0] > max_rows:
-        raise ProtocolError(413, f"{shape[0]} inputs in one request; the limit is {max_rows}")
-    data = _as_array(tensor["data"], "input 'data'")
-    if data.size != math.prod(shape):
-        raise ProtocolError(
-            400, f"input 'data' has {data.size} elements but shape {shape} needs {math.prod(shape)}"
-        )
-    request_id = document.get("id")
-    return validated(bundle, data.reshape(shape), max_rows), request_id if isinstance(
-        request_id, str
-    ) else None
-
-
-def v2_infer_response(
-    probabilities: npt.NDArray[np.float32], name: str, version: str | None, request_id: str | None
-) -> bytes:
-    response: dict[str, Any] = {
-        "model_name": name,
-        "model_version": version,
-        "outputs": [
-            {
-                "name": "probabilities",
-                "shape": list(probabilities.shape),
-                "datatype": "FP32",
-                "data": probabilities.ravel(),
-            }
-        ],
-    }
-    if request_id is not None:
-        response["id"] = request_id
-    return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)

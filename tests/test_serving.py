@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -93,9 +94,13 @@ def test_inference_routes_answer_other_methods_with_405(server: Server) -> None:
         assert "accepts POST only" in response.json()["error"]
     documented = server.client.get("/openapi.json").json()["paths"]
     assert documented["/predict"]["post"]["requestBody"]["required"] is True
-    assert {"name", "version"} == {
-        p["name"] for p in documented["/v2/models/{name}/versions/{version}/infer"]["post"]["parameters"]
+    versioned = documented["/v2/models/{name}/versions/{version}/infer"]["post"]
+    assert {(p["in"], p["name"]) for p in versioned["parameters"]} == {
+        ("path", "name"),
+        ("path", "version"),
+        ("header", "Inference-Header-Content-Length"),  # the binary tensor data extension
     }
+    assert set(versioned["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
 
 
 def test_open_inference_protocol(server: Server) -> None:
@@ -115,12 +120,179 @@ def test_open_inference_protocol(server: Server) -> None:
     }
     body = server.client.post("/v2/models/digits/infer", json=request).json()
     assert body["model_name"] == "digits" and body["model_version"] == "1" and body["id"] == "req-7"
-    [output] = body["outputs"]
+    output = body["outputs"][0]
     assert output["shape"] == [3, 10] and output["datatype"] == "FP32" and len(output["data"]) == 30
     assert list(np.array(output["data"]).reshape(3, 10).argmax(axis=1)) == list(DIGITS.labels[:3])
     assert server.client.post("/v2/models/digits/versions/1/infer", json=request).status_code == 200
-    assert server.client.post("/v2/models/digits/versions/2/infer", json=request).status_code == 404
-    assert server.client.post("/v2/models/wine/infer", json=request).status_code == 404
+    for path in ("/v2/models/digits/versions/2/infer", "/v2/models/wine/infer"):
+        response = server.client.post(path, json=request)
+        assert response.status_code == 404 and "is not served here" in response.json()["error"]
+
+
+def test_every_open_inference_route_with_and_without_a_version(server: Server) -> None:
+    assert server.client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert server.client.get("/v2/health/live").json() == {"live": True}
+    for prefix in ("/v2/models/digits", "/v2/models/digits/versions/1"):
+        metadata = server.client.get(prefix).json()
+        assert metadata["name"] == "digits" and metadata["versions"] == ["1"]
+        assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+        assert [o["name"] for o in metadata["outputs"]] == ["probabilities", "predictions"]
+        assert server.client.get(f"{prefix}/ready").json() == {"name": "digits", "ready": True}
+    # an unknown version or model, an unknown route, a wrong method: the protocol's error object
+    for path in (
+        "/v2/models/digits/versions/2",
+        "/v2/models/digits/versions/2/ready",
+        "/v2/models/wine",
+        "/v2/models/wine/ready",
+        "/v2/models/digits/versions",
+        "/v2/nothing-here",
+    ):
+        response = server.client.get(path)
+        assert response.status_code == 404, path
+        assert set(response.json()) == {"error"}, path
+    response = server.client.post("/v2/models/digits")
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert response.json() == {"error": "Method Not Allowed: POST /v2/models/digits"}
+
+
+def v2_request(rows: int, **extra: Any) -> dict[str, Any]:
+    data = DIGITS.features[:rows]
+    return {
+        "inputs": [
+            {"name": "input", "shape": list(data.shape), "datatype": "FP32", "data": data.ravel().tolist()}
+        ],
+        **extra,
+    }
+
+
+def test_the_outputs_a_request_names_are_the_outputs_it_gets(server: Server) -> None:
+    everything = server.client.post("/v2/models/digits/infer", json=v2_request(4)).json()["outputs"]
+    assert [o["name"] for o in everything] == ["probabilities", "predictions"]
+    assert everything[1] == {
+        "name": "predictions",
+        "datatype": "BYTES",
+        "shape": [4],
+        "data": [str(label) for label in DIGITS.labels[:4]],
+    }
+    only = server.client.post(
+        "/v2/models/digits/infer",
+        json=v2_request(
+            4,
+            outputs=[{"name": "predictions", "parameters": {"note": "parameters are accepted"}}],
+            parameters={"content_type": "np"},
+        ),
+    ).json()["outputs"]
+    assert only == everything[1:]
+
+
+def binary_request(inputs: np.ndarray, body: dict[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
+    """A request in Triton's binary tensor data extension: a JSON header, then the raw tensor."""
+    raw = inputs.astype("<f4").tobytes()
+    header = json.dumps(
+        body
+        or {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(inputs.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [
+                {"name": "probabilities", "parameters": {"binary_data": True}},
+                {"name": "predictions", "parameters": {"binary_data": True}},
+            ],
+        }
+    ).encode()
+    return header + raw, {
+        "inference-header-content-length": str(len(header)),
+        "content-type": "application/octet-stream",
+    }
+
+
+def test_binary_tensor_data_in_and_out(server: Server) -> None:
+    inputs = DIGITS.features[:5]
+    body, headers = binary_request(inputs)
+    response = server.client.post("/v2/models/digits/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:length])
+    probabilities_size = header["outputs"][0]["parameters"]["binary_data_size"]
+    assert probabilities_size == 5 * 10 * 4 and "data" not in header["outputs"][0]
+    binary = response.content[length:]
+    probabilities = np.frombuffer(binary[:probabilities_size], dtype="<f4").reshape(5, 10)
+    labels, offset = [], probabilities_size
+    while offset < len(binary):  # BYTES: a 4-byte little-endian length before each element
+        size = int.from_bytes(binary[offset : offset + 4], "little")
+        labels.append(binary[offset + 4 : offset + 4 + size].decode())
+        offset += 4 + size
+    assert labels == [str(label) for label in probabilities.argmax(axis=1)]
+    as_json = server.client.post("/v2/models/digits/infer", json=v2_request(5)).json()
+    np.testing.assert_allclose(probabilities.ravel(), as_json["outputs"][0]["data"], atol=1e-6)
+
+
+BINARY_CORPUS: list[tuple[str, bytes, str, str]] = [
+    ("header longer than the body", b'{"inputs": []}', "9999", "Inference-Header-Content-Length"),
+    ("header length not a number", b'{"inputs": []}', "ten", "Inference-Header-Content-Length"),
+    (
+        "size does not fit the shape",
+        binary_request(DIGITS.features[:1])[0][:-4],
+        "",
+        "binary_data_size is 256 but only 252 bytes",
+    ),
+    ("bytes left over", binary_request(DIGITS.features[:1])[0] + b"\0\0\0\0", "", "beyond the inputs"),
+    (
+        "size not a number",
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 1, 8, 8],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": "all"},
+                    }
+                ]
+            }
+        ).encode(),
+        "",
+        "binary_data_size must be a non-negative integer",
+    ),
+    (
+        "size of another datatype",
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 1, 8, 8],
+                        "datatype": "FP64",
+                        "parameters": {"binary_data_size": 256},
+                    }
+                ]
+            }
+        ).encode()
+        + bytes(256),
+        "",
+        "shape [1, 1, 8, 8] of FP64 needs 512",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "message"), [c[1:] for c in BINARY_CORPUS], ids=[c[0] for c in BINARY_CORPUS]
+)
+def test_bad_binary_data_gets_a_clear_400(
+    server: Server, body: bytes, header_length: str, message: str
+) -> None:
+    if not header_length:  # the JSON header's own length, as a client computes it
+        header_length = str(body.index(b"}]}") + 3)
+    response = server.client.post(
+        "/v2/models/digits/infer", content=body, headers={"inference-header-content-length": header_length}
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
 
 
 GOOD_ROW = DIGITS.features[0].tolist()
@@ -193,8 +365,78 @@ CORPUS: list[tuple[str, str, bytes | dict[str, Any] | list[Any], int, str]] = [
         "v2 wrong shape",
         "/v2/models/digits/infer",
         {"inputs": [{**V2_OK, "shape": [1, 64, 1]}]},
-        422,
-        "expected inputs of shape",
+        400,
+        "input 'input' has shape [1, 64, 1]; the model takes [-1, 1, 8, 8]",
+    ),
+    (
+        "v2 flattened",  # /predict accepts flattened rows; a V2 client states its shape
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "shape": [1, 64]}]},
+        400,
+        "has shape [1, 64]; the model takes [-1, 1, 8, 8]",
+    ),
+    (
+        "v2 wrong input name",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "name": "pixels"}]},
+        400,
+        "unknown input 'pixels': this model's input is 'input'",
+    ),
+    (
+        "v2 unknown output",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK], "outputs": [{"name": "logits"}]},
+        400,
+        "unknown output 'logits': this model's outputs are probabilities, predictions",
+    ),
+    (
+        "v2 outputs not a list",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK], "outputs": {}},
+        400,
+        "'outputs'",
+    ),
+    (
+        "v2 output without a name",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK], "outputs": [{}]},
+        400,
+        "with a 'name'",
+    ),
+    (
+        "v2 parameters not an object",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK], "parameters": [1]},
+        400,
+        "the request's 'parameters' must be an object",
+    ),
+    (
+        "v2 input parameters not an object",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "parameters": "x"}]},
+        400,
+        "an input's 'parameters' must be an object",
+    ),
+    (
+        "v2 binary_data_output not a flag",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK], "parameters": {"binary_data_output": "yes"}},
+        400,
+        "'binary_data_output' must be true or false",
+    ),
+    (
+        "v2 id not a string",
+        "/v2/models/digits/infer",
+        {"inputs": [V2_OK], "id": 7},
+        400,
+        "'id' must be a string",
+    ),
+    (
+        "v2 too many rows",
+        "/v2/models/digits/infer",
+        {"inputs": [{**V2_OK, "shape": [65, 1, 8, 8]}]},
+        413,
+        "the limit is 64",
     ),
     ("v2 tensor is a string", "/v2/models/digits/infer", {"inputs": ["x"]}, 400, "tensor object"),
 ]
