@@ -611,7 +611,7 @@ def main() -> None:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     bundle = load_bundle(f"models:/{MODEL}/1")
-    if not bundle.optimize_for_inference():  # as the server runs it
+    if not bundle.compiled:  # load_bundle compiles it, as for the server
         sys.exit("the digits network did not compile: the server would run it eagerly")
     graphs = compile_graphs(bundle, workdir / "graphs")
 

@@ -362,7 +362,7 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
             open_inference.INFER_REQUEST_SCHEMA,
             v2_infer,
             {404: "Unknown model"},
-            "Inference-Header-Content-Length",
+            open_inference.LENGTH_HEADER,
         ),
         InferenceRoute(
             "/v2/models/{name}/versions/{version}/infer",
@@ -370,7 +370,7 @@ def create_app(settings: ServeSettings, identity: ModelIdentity | None = None) -
             open_inference.INFER_REQUEST_SCHEMA,
             v2_infer,
             {404: "Unknown model or version"},
-            "Inference-Header-Content-Length",
+            open_inference.LENGTH_HEADER,
         ),
     ]
     document_routes(app, inference)

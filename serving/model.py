@@ -108,6 +108,6 @@ def load(identity: ModelIdentity) -> ServedModel:
             saved = Model.load(local).load_input_example(local)
         except Exception:  # an example only improves warm-up; its absence must not stop serving
             saved = None
-    bundle.optimize_for_inference()
+    # load_bundle compiled the network already (PipelineModel.load_context): nothing to redo here
     example = np.zeros((1, *bundle.manifest.input_shape)) if saved is None else np.asarray(saved)
     return ServedModel(identity=identity, bundle=bundle, input_example=example.astype(np.float32))

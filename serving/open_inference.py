@@ -37,7 +37,9 @@ PROBABILITIES = "probabilities"
 PREDICTIONS = "predictions"
 OUTPUTS = (PROBABILITIES, PREDICTIONS)
 BINARY_EXTENSION = "binary_tensor_data"
-HEADER_LENGTH = b"inference-header-content-length"
+# the header that carries the JSON header's length; ASGI hands header names over in lower case
+LENGTH_HEADER = "Inference-Header-Content-Length"
+HEADER_LENGTH = LENGTH_HEADER.lower().encode()
 
 # Numeric tensor datatypes accepted as input, little-endian as the binary extension sends them.
 DATATYPES: dict[str, np.dtype[Any]] = {
