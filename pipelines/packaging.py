@@ -12,7 +12,7 @@ import inspect
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,12 +110,17 @@ class ModelBundle:
 
     @classmethod
     def from_files(cls, manifest_path: Path, weights_path: Path) -> ModelBundle:
+        manifest = ModelManifest.from_json(manifest_path.read_text())
+        return cls.from_state(manifest, torch.load(weights_path, map_location="cpu", weights_only=True))
+
+    @classmethod
+    def from_state(cls, manifest: ModelManifest, state: Mapping[str, torch.Tensor]) -> ModelBundle:
+        """The network the manifest describes, holding these weights: a logged model once its files
+        are read, or a network still in memory packaged exactly as logging it would (`cpu_state`)."""
         from promoter.pipelines import get_pipeline  # the catalogue imports every pipeline
 
-        manifest = ModelManifest.from_json(manifest_path.read_text())
         pipeline = get_pipeline(manifest.pipeline)
         config = pipeline.parse_config(manifest.config)
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
         body = pipeline.build_body(config, manifest.input_shape, len(manifest.class_names))
         network = nn.Sequential(Standardize(state["0.mean"], state["0.std"]), body)
         network.load_state_dict(state)
@@ -215,11 +220,15 @@ def signature_for(input_shape: tuple[int, ...], n_classes: int) -> ModelSignatur
     )
 
 
+def cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as a logged model stores them: detached, on the CPU, wherever the network trained."""
+    return {key: value.detach().cpu() for key, value in network.state_dict().items()}
+
+
 def log_pipeline_model(
     network: nn.Module, manifest: ModelManifest, input_example: npt.NDArray[np.float32]
 ) -> str:
     """Log under the active run as `model`; returns the model URI."""
-    cpu_state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
     # MLflow's advice on how to log a model (pickling, pip's version) is about its own choices
     with (
         tempfile.TemporaryDirectory(prefix="promoter-model-") as scratch,
@@ -227,7 +236,7 @@ def log_pipeline_model(
     ):
         weights = Path(scratch) / _WEIGHTS
         manifest_path = Path(scratch) / _MANIFEST
-        torch.save(cpu_state, weights)
+        torch.save(cpu_state(network), weights)
         manifest_path.write_text(manifest.to_json())
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,

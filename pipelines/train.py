@@ -13,8 +13,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from promoter.lineage import code_revision, config_sha256
-from promoter.pipelines import get_pipeline
-from promoter.pipelines.data import load_verified
+from promoter.pipelines import Pipeline, get_pipeline
+from promoter.pipelines.config import TrainConfig
+from promoter.pipelines.data import Dataset, load_verified
 from promoter.pipelines.packaging import ModelManifest, log_pipeline_model
 from promoter.pipelines.preflight import CODE_DIR
 from promoter.pipelines.tracking import configure_tracking, experiment_id
@@ -29,15 +30,23 @@ from promoter.promotion.names import (
     CONFIG_SHA_TAG,
     DATA_SHA_TAG,
     DATA_VERSION_TAG,
+    DEVICE_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     MODEL_ARTIFACT,
+    MODEL_TAG,
     PIPELINE_TAG,
     PROMOTION_TAG,
     run_artifact_uri,
 )
-from promoter.promotion.spec import ModelPromotion
+from promoter.promotion.spec import ModelPromotion, TrainSource
 from promoter.redaction import flatten, redact_flat
+
+# Two entries of the resolved config as its flattened params name them (MLflow params are flat
+# strings): the parts of a run's config that neither its tags nor its model's manifest hold, which
+# reproduction reads back to rebuild the config and its hash.
+GIT_REVISION_PARAM = "git.revision"
+RESOURCES_PARAM = "resources"
 
 
 @dataclass(frozen=True)
@@ -64,21 +73,9 @@ def train_candidate(
     config = pipeline.parse_config(source.params)
     revision = code_revision(source.git.revision, CODE_DIR)
     dataset = load_verified(pipeline.data_source(), source.data.version, source.data.sha256)
-    splits = dataset.split()
     device = pick_device()
 
-    resolved: dict[str, Any] = {
-        "model": promotion.spec.model,
-        "pipeline": pipeline.name,
-        "data": {
-            "version": dataset.version,
-            "sha256": dataset.sha256,
-            "rows": {name: len(rows) for name, rows in splits.items()},
-        },
-        "git": {"revision": source.git.revision, "commit": revision.commit},
-        "params": config.model_dump(mode="json"),
-        "resources": source.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
-    }
+    resolved = resolved_config(promotion.spec.model, source, config, dataset, revision.commit)
     tags = {
         GIT_COMMIT_TAG: revision.commit,
         GIT_DIRTY_TAG: str(revision.dirty).lower(),
@@ -86,13 +83,13 @@ def train_candidate(
         DATA_VERSION_TAG: dataset.version,
         DATA_SHA_TAG: dataset.sha256,
         CONFIG_SHA_TAG: config_sha256(resolved),
-        "device": describe_device(device),
+        DEVICE_TAG: describe_device(device),
         "torch.version": torch.__version__,
         "cuda.version": torch.version.cuda or "none",
         "python.version": platform.python_version(),
         PROMOTION_TAG: promotion.metadata.name,
         PIPELINE_TAG: pipeline.name,
-        "promoter.model": promotion.spec.model,
+        MODEL_TAG: promotion.spec.model,
     }
 
     client = configure_tracking(workdir)
@@ -111,24 +108,58 @@ def train_candidate(
 
     with mlflow.start_run(experiment_id=experiment, run_name=promotion.metadata.name, tags=tags) as run:
         mlflow.log_params(redact_flat(flatten(resolved)))
-        features, labels = dataset.features, dataset.labels
-        result = train_classifier(
-            lambda: pipeline.build_body(config, dataset.input_shape, len(dataset.class_names)),
-            config,
-            (features[splits["train"]], labels[splits["train"]]),
-            (features[splits["val"]], labels[splits["val"]]),
-            len(dataset.class_names),
-            device,
-            on_epoch=record_epoch,
-        )
+        result = fit(pipeline, config, dataset, device, on_epoch=record_epoch)
         manifest = ModelManifest(
             pipeline=pipeline.name,
             config=config.model_dump(mode="json"),
             input_shape=dataset.input_shape,
             class_names=dataset.class_names,
         )
-        model_uri = log_pipeline_model(result.network, manifest, features[splits["val"][:2]])
+        example = dataset.features[dataset.split()["val"][:2]]
+        model_uri = log_pipeline_model(result.network, manifest, example)
         return TrainedCandidate(run_id=run.info.run_id, model_uri=model_uri, result=result)
+
+
+def resolved_config(
+    model: str, source: TrainSource, config: TrainConfig, dataset: Dataset, commit: str
+) -> dict[str, Any]:
+    """Everything that decides what a candidate is: logged as its params and hashed into its
+    `config.sha256` tag. The one place it is built: reproduction rebuilds it from a run's record and
+    must hash it exactly as training did, or every reproduction would be flagged."""
+    return {
+        "model": model,
+        "pipeline": source.pipeline,
+        "data": {
+            "version": dataset.version,
+            "sha256": dataset.sha256,
+            "rows": {name: len(rows) for name, rows in dataset.split().items()},
+        },
+        "git": {"revision": source.git.revision, "commit": commit},
+        "params": config.model_dump(mode="json"),
+        RESOURCES_PARAM: source.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    }
+
+
+def fit(
+    pipeline: Pipeline,
+    config: TrainConfig,
+    dataset: Dataset,
+    device: torch.device,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> TrainResult:
+    """Train the pipeline's network on the data's train split, validating on its val split: what a
+    candidate's run records, and what reproducing that run does again from the same config."""
+    splits = dataset.split()
+    features, labels = dataset.features, dataset.labels
+    return train_classifier(
+        lambda: pipeline.build_body(config, dataset.input_shape, len(dataset.class_names)),
+        config,
+        (features[splits["train"]], labels[splits["train"]]),
+        (features[splits["val"]], labels[splits["val"]]),
+        len(dataset.class_names),
+        device,
+        on_epoch=on_epoch,
+    )
 
 
 def _finished_run(client: MlflowClient, experiment: str, promotion: str, config_hash: str) -> str | None:

@@ -33,6 +33,8 @@ PROVEN_BY_TAG = "promoter.proven-by"
 PROMOTION_TAG = "promoter.promotion"
 EVALUATED_VERSION_TAG = "promoter.evaluated_version"  # on a run that gated a registered version
 PIPELINE_TAG = "promoter.pipeline"
+MODEL_TAG = "promoter.model"  # the registered model a training run is a candidate for
+DEVICE_TAG = "device"  # where a run trained: "cpu" or "cuda:0 (<GPU name>)"
 DATA_VERSION_TAG = "data.version"
 DATA_SHA_TAG = "data.sha256"
 CONFIG_SHA_TAG = "config.sha256"
@@ -40,6 +42,10 @@ GIT_COMMIT_TAG = "git.commit"
 GIT_DIRTY_TAG = "git.dirty"
 # What a server reports as the lineage of the model it serves.
 LINEAGE_TAGS = (GIT_COMMIT_TAG, GIT_DIRTY_TAG, DATA_VERSION_TAG, DATA_SHA_TAG, CONFIG_SHA_TAG)
+
+# --- run tags: a run that holds a gate report (GATE_REPORT_ARTIFACT) says so, and how it ended -----
+GATE_DECISION_TAG = "gate.decision"  # pass | fail | inconclusive: `promoter gates replay` finds reports by it
+GATE_CHAMPION_TAG = "gate.champion_version"  # the @champion version it was judged against, or "none"
 
 # --- artifact paths in a run ---------------------------------------------------------------------
 MODEL_ARTIFACT = "model"  # so that runs:/RUN/model resolves
