@@ -31,6 +31,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0)
     # Deliberate degradation, for experiments and for candidates that must fail their gates.
     label_noise: float = Field(default=0.0, ge=0, lt=1)
+    # Set: the label noise hits only this class's training rows (by index): one degraded class, the
+    # candidate a per-class paired gate must catch while the overall accuracy hardly moves.
+    noisy_class: int | None = Field(default=None, ge=0, le=65_535)
     train_fraction: float = Field(default=1.0, gt=0, le=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"

@@ -39,12 +39,33 @@ def load_digits_v1() -> Dataset:
     )
 
 
+def load_digits_shifted() -> Dataset:
+    """v1's images as later traffic might look: each moved by up to a pixel and with pixel noise,
+    seeded so that the version means the same bytes everywhere. A second evaluation set for gates
+    (`spec.gates.datasets`), never trained on."""
+    v1 = load_digits_v1()
+    rng = np.random.default_rng(20261124)
+    images = v1.features[:, 0]
+    shifted = np.zeros_like(images)
+    for row, (dy, dx) in enumerate(rng.integers(-1, 2, size=(len(images), 2))):
+        source = images[row, max(0, -dy) : 8 - max(0, dy), max(0, -dx) : 8 - max(0, dx)]
+        shifted[row, max(0, dy) : 8 - max(0, -dy), max(0, dx) : 8 - max(0, -dx)] = source
+    noisy = np.clip(shifted + rng.normal(0.0, 1.5, shifted.shape), 0.0, 16.0).astype(np.float32)
+    return Dataset(
+        name="digits",
+        version="v1-shifted",
+        features=noisy[:, None, :, :],
+        labels=v1.labels,
+        class_names=v1.class_names,
+    )
+
+
 class DigitsPipeline(Pipeline):
     name = "digits"
     config_type = DigitsConfig
 
     def data_source(self) -> DataSource:
-        return InMemorySource("digits", {"v1": load_digits_v1})
+        return InMemorySource("digits", {"v1": load_digits_v1, "v1-shifted": load_digits_shifted})
 
     def build_body(self, config: TrainConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
         assert isinstance(config, DigitsConfig)

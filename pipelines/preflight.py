@@ -21,7 +21,15 @@ from promoter.pipelines import catalogue
 from promoter.pipelines.contract import Pipeline
 from promoter.pipelines.data import DataError, Dataset
 from promoter.pipelines.metrics import CLASS_METRIC_PREFIX, class_metric_key
-from promoter.promotion.spec import Gates, InvalidPromotion, ModelPromotion, Problem, TrainSource
+from promoter.promotion.spec import (
+    EvaluationSet,
+    Gates,
+    InvalidPromotion,
+    ModelPromotion,
+    Problem,
+    SetGates,
+    TrainSource,
+)
 
 # The package's own checkout: lineage is about the code that trains, not the caller's directory.
 CODE_DIR = Path(__file__).resolve().parent
@@ -123,7 +131,15 @@ def _revision_problems(revision: str) -> list[Problem]:
 def _gate_problems(pipeline: Pipeline, gates: Gates, dataset: Callable[[], Dataset | None]) -> list[Problem]:
     """Every gate must name a metric the evaluation produces: a typo would otherwise fail the gate
     after training, or, for a regression gate without a champion yet, be skipped unnoticed."""
+    problems = _gate_problems_of_set(pipeline, gates, dataset, "spec.gates")
+    for name, rules in gates.datasets.items():
+        problems += _evaluation_set_problems(pipeline, name, rules, dataset)
+    return problems
 
+
+def _gate_problems_of_set(
+    pipeline: Pipeline, rules: SetGates, dataset: Callable[[], Dataset | None], at: str
+) -> list[Problem]:
     def produced(metric: str) -> bool:
         if metric in pipeline.overall_metrics:
             return True
@@ -142,7 +158,37 @@ def _gate_problems(pipeline: Pipeline, gates: Gates, dataset: Callable[[], Datas
         pipeline.per_class_metrics,
         produced,
     )
-    return producer.problems(gates)
+    return producer.problems(rules, at)
+
+
+def _evaluation_set_problems(
+    pipeline: Pipeline, name: str, rules: EvaluationSet, held_out: Callable[[], Dataset | None]
+) -> list[Problem]:
+    """A further evaluation set must be a data version of the pipeline's source, hash as pinned, and
+    have the classes the models predict, in the same order."""
+    field = f"spec.gates.datasets.{name}.data"
+    version = rules.data.version
+    known = pipeline.data_source().versions()
+    if version not in known:
+        listed = ", ".join(known) or "none"
+        message = f"pipeline {pipeline.name!r} has no data version {version!r} (known: {listed})"
+        return [Problem(f"{field}.version", message)]
+    loaded = _dataset_loader(pipeline, version)()
+    if loaded is None:
+        return [Problem(f"{field}.version", f"{pipeline.name}@{version} cannot be loaded")]
+    if rules.data.sha256 is not None and loaded.sha256 != rules.data.sha256:
+        message = (
+            f"pins {rules.data.sha256[:12]}… but {pipeline.name}@{version} hashes to {loaded.sha256[:12]}…"
+        )
+        return [Problem(f"{field}.sha256", message)]
+    trained_on = held_out()
+    if trained_on is not None and trained_on.class_names != loaded.class_names:
+        message = (
+            f"{pipeline.name}@{version} has classes {list(loaded.class_names)}, but the models predict "
+            f"{list(trained_on.class_names)}"
+        )
+        return [Problem(f"{field}.version", message)]
+    return _gate_problems_of_set(pipeline, rules, lambda: loaded, f"spec.gates.datasets.{name}")
 
 
 def _version_gate_problems(gates: Gates) -> list[Problem]:
@@ -156,7 +202,11 @@ def _version_gate_problems(gates: Gates) -> list[Problem]:
             metric.startswith(CLASS_METRIC_PREFIX) and bool(class_name) and last in per_class
         )
 
-    return ProducedMetrics("no pipeline produces a", overall, per_class, produced).problems(gates)
+    producer = ProducedMetrics("no pipeline produces a", overall, per_class, produced)
+    problems = producer.problems(gates)
+    for name, rules in gates.datasets.items():  # their data versions are checked once the pipeline is known
+        problems += producer.problems(rules, f"spec.gates.datasets.{name}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -168,7 +218,9 @@ class ProducedMetrics:
     per_class: tuple[str, ...]
     produced: Callable[[str], bool]
 
-    def problems(self, gates: Gates) -> list[Problem]:
+    def problems(self, gates: SetGates, at: str = "spec.gates") -> list[Problem]:
+        """The problems of one evaluation set's gates, `at` its place in the spec."""
+
         def unknown(metric: str) -> str:
             return (
                 f"{self.says} metric {metric!r} (produced: {', '.join(self.overall)} and "
@@ -176,18 +228,24 @@ class ProducedMetrics:
             )
 
         problems = [
-            Problem(f"spec.gates.absolute.{metric}", unknown(metric))
+            Problem(f"{at}.absolute.{metric}", unknown(metric))
             for metric in gates.absolute
             if not self.produced(metric)
         ]
         problems += [
             Problem(
-                f"spec.gates.perClass.{metric}",
+                f"{at}.perClass.{metric}",
                 f"{self.says} per-class metric {metric!r} (produced: {', '.join(self.per_class)})",
             )
             for metric in gates.per_class
             if metric not in self.per_class
         ]
-        if gates.regression is not None and not self.produced(gates.regression.metric):
-            problems.append(Problem("spec.gates.regression.metric", unknown(gates.regression.metric)))
+        if gates.min_gain is not None and not self.produced(gates.min_gain.metric):
+            problems.append(Problem(f"{at}.minGain.metric", unknown(gates.min_gain.metric)))
+        if (
+            isinstance(gates, Gates)
+            and gates.regression is not None
+            and not self.produced(gates.regression.metric)
+        ):
+            problems.append(Problem(f"{at}.regression.metric", unknown(gates.regression.metric)))
         return problems

@@ -12,11 +12,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from hera.workflows import Parameter
 
 from promoter.promotion.spec import ModelPromotion, parse_promotion
+
+if TYPE_CHECKING:
+    from promoter.promotion.gates import GateReport
 
 WORKDIR_ENV = "PROMOTER_WORKDIR"
 log = logging.getLogger("promoter.steps")
@@ -65,16 +68,16 @@ def train(promotion: str) -> Annotated[str, Parameter(name="run-id")]:
 
 
 def evaluate(promotion: str, run_id: str) -> Annotated[str, Parameter(name="decision")]:
-    """Evaluate candidate and champion and gate; outputs `pass` or `fail` (a gate verdict, not a crash)."""
+    """Evaluate candidate and champion and gate; outputs `pass`, `fail` or `inconclusive` (a gate
+    decision, not a crash)."""
     workdir = _setup()
     spec = _promotion(promotion)
 
     from promoter.pipelines.evaluate import evaluate_candidate
 
     evaluation = evaluate_candidate(spec, run_id, workdir)
-    for failure in evaluation.report.blocking_failures:
-        log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
-    return "pass" if evaluation.report.passed else "fail"
+    _log_decision(evaluation.report)
+    return evaluation.report.decision
 
 
 def evaluate_version(
@@ -86,6 +89,11 @@ def evaluate_version(
 
     workdir = _setup()
     evaluation = evaluate_registered(_promotion(promotion), workdir)
-    for failure in evaluation.report.blocking_failures:
-        log.info("gate %s failed: %s < %s", failure.name, failure.actual, failure.threshold)
-    return ("pass" if evaluation.report.passed else "fail"), evaluation.run_id
+    _log_decision(evaluation.report)
+    return evaluation.report.decision, evaluation.run_id
+
+
+def _log_decision(report: "GateReport") -> None:
+    for gate in [*report.blocking_failures, *report.inconclusive]:
+        log.info("gate %s %s: %s (%s)", gate.name, gate.verdict, gate.actual, gate.detail)
+    log.info("decision: %s", report.decision)

@@ -88,14 +88,18 @@ def seed_everything(seed: int) -> None:
 
 
 def degrade_labels(
-    labels: npt.NDArray[np.int64], n_classes: int, fraction: float, seed: int
+    labels: npt.NDArray[np.int64], n_classes: int, fraction: float, seed: int, only_class: int | None = None
 ) -> npt.NDArray[np.int64]:
-    """Replace `fraction` of the labels with a different, random class (deterministic for the seed)."""
+    """Replace `fraction` of the labels (of `only_class`'s rows, if set) with a different, random
+    class (deterministic for the seed)."""
+    if only_class is not None and not 0 <= only_class < n_classes:
+        raise ValueError(f"params.noisy_class: {only_class} is not a class index (0..{n_classes - 1})")
     if fraction <= 0:
         return labels
     rng = np.random.default_rng(seed + 1_000_003)
     noisy = labels.copy()
-    rows = rng.choice(len(labels), size=round(len(labels) * fraction), replace=False)
+    eligible = np.arange(len(labels)) if only_class is None else np.flatnonzero(labels == only_class)
+    rows = rng.choice(eligible, size=round(len(eligible) * fraction), replace=False)
     shift = rng.integers(1, n_classes, size=len(rows))
     noisy[rows] = (labels[rows] + shift) % n_classes
     return noisy
@@ -147,7 +151,7 @@ def train_classifier(
             : max(1, round(len(x_np) * config.train_fraction))
         ]
         x_np, y_np = x_np[np.sort(keep)], y_np[np.sort(keep)]
-    y_np = degrade_labels(y_np, n_classes, config.label_noise, config.seed)
+    y_np = degrade_labels(y_np, n_classes, config.label_noise, config.seed, config.noisy_class)
 
     # Resident data: one host-to-device copy for the whole run, batches are index gathers.
     x = torch.from_numpy(x_np).to(device)

@@ -186,6 +186,65 @@ INVALID_SPECS: list[InvalidSpec] = [
         _set("spec.gates.regression.maxDrop", -0.1),
         "spec.gates.regression.maxDrop",
     ),
+    # --- paired, latency, reproducibility and further evaluation sets
+    InvalidSpec("paired-margin-zero", _set("spec.gates.paired", {"margin": 0}), "spec.gates.paired.margin"),
+    InvalidSpec(
+        "paired-confidence-below-half",
+        _set("spec.gates.paired", {"confidence": 0.4}),
+        "spec.gates.paired.confidence",
+    ),
+    InvalidSpec(
+        "paired-min-rows-zero", _set("spec.gates.paired", {"minRows": 0}), "spec.gates.paired.minRows"
+    ),
+    InvalidSpec(
+        "min-gain-not-a-proportion",
+        _set("spec.gates.minGain", {"metric": "macro_f1", "min": 0.01}),
+        "spec.gates.minGain.metric",
+    ),
+    InvalidSpec(
+        "min-gain-unknown-class",
+        _set("spec.gates.minGain", {"metric": "class/ten/recall", "min": 0.0}),
+        "spec.gates.minGain.metric",
+    ),
+    InvalidSpec("latency-without-budget", _set("spec.gates.latency", {"batchSize": 8}), "spec.gates.latency"),
+    InvalidSpec(
+        "latency-ratio-below-one",
+        _set("spec.gates.latency", {"maxRatio": 0.5}),
+        "spec.gates.latency.maxRatio",
+    ),
+    InvalidSpec(
+        "latency-batch-of-one",
+        _set("spec.gates.latency", {"batchSize": 1, "maxRatio": 1.2}),
+        "spec.gates.latency.batchSize",
+    ),
+    InvalidSpec(
+        "reproducibility-tolerance-above-one",
+        _set("spec.gates.reproducibility", {"gpuTolerance": 2}),
+        "spec.gates.reproducibility.gpuTolerance",
+    ),
+    InvalidSpec(
+        "dataset-unknown-version",
+        _set("spec.gates.datasets", {"shifted": {"data": {"version": "v9"}}}),
+        "spec.gates.datasets.shifted.data.version",
+    ),
+    InvalidSpec(
+        "dataset-pinned-hash-differs",
+        _set("spec.gates.datasets", {"shifted": {"data": {"version": "v1-shifted", "sha256": "0" * 64}}}),
+        "spec.gates.datasets.shifted.data.sha256",
+    ),
+    InvalidSpec(
+        "dataset-metric-typo",
+        _set(
+            "spec.gates.datasets",
+            {"shifted": {"data": {"version": "v1-shifted"}, "absolute": {"acuracy": 0.8}}},
+        ),
+        "spec.gates.datasets.shifted.absolute.acuracy",
+    ),
+    InvalidSpec(
+        "dataset-name-upper",
+        _set("spec.gates.datasets", {"Shifted": {"data": {"version": "v1-shifted"}}}),
+        "spec.gates.datasets.Shifted",
+    ),
     # --- the rollout and its load test
     InvalidSpec("rollout-name-upper", _set("spec.rollout.name", "Digits"), "spec.rollout.name"),
     InvalidSpec("rollout-name-too-long", _set("spec.rollout.name", "d" * 64), "spec.rollout.name"),

@@ -169,3 +169,38 @@ def test_training_prints_only_our_own_lines(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert [line for line in lines if not line.startswith(("train wine", "trained models:/"))] == []
+
+
+def test_the_gate_table_prints_a_gate_name_with_brackets_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """`latency.p50Ratio[batch32]` is a name, not rich markup: printed as such it lost `[batch32]`."""
+    from promoter.cli.pipeline import _print_gate_report
+    from promoter.promotion.gates import GateReport, GateResult, ModelEvidence
+
+    gate = GateResult(
+        name="latency.p50Ratio[batch32]",
+        kind="latency",
+        metric="latency/batch32/p95_ms",
+        actual=2.31,
+        threshold=1.2,
+        comparison="<=",
+        verdict="fail",
+        enforced=True,
+        detail="p95 2.310 ms against the champion's 1.000 ms at batch 32 [sic]",
+    )
+    report = GateReport(
+        model="digits",
+        promotion="digits-a",
+        data_version="v1",
+        data_sha256="a" * 64,
+        split="test",
+        samples=270,
+        candidate=ModelEvidence(run_id="c" * 32, metrics={}),
+        champion=None,
+        gates=[gate],
+    )
+
+    _print_gate_report(report)
+
+    printed = capsys.readouterr().out
+    assert "latency.p50Ratio[batch32]" in printed and "at batch 32 [sic]" in printed
+    assert "decision: FAILED: latency.p50Ratio[batch32]" in printed

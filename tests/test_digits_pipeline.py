@@ -62,7 +62,10 @@ def history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, floa
     return {
         key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
         for key in run.data.metrics
-        if key != "train/samples_per_second" and not key.endswith("epoch_seconds")
+        # timings: throughput, epoch time, and the forward latency the latency gate measures
+        if key != "train/samples_per_second"
+        and not key.endswith("epoch_seconds")
+        and not key.startswith("latency/")
     }
 
 

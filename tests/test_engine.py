@@ -10,6 +10,7 @@ import pytest
 from promoter.promotion.engine import (
     DECISION_OUTPUT,
     EVALUATION_RUN_OUTPUT,
+    GATES_INCONCLUSIVE,
     PREVIEW_DEADLINE,
     ROLLOUT_NOT_FOUND,
     RUN_ID_OUTPUT,
@@ -28,6 +29,7 @@ from promoter.promotion.engine import (
     decide,
     needs,
 )
+from promoter.promotion.gates import GateResult
 from promoter.promotion.spec import ModelPromotion, parse_promotion
 from promoter.promotion.status import GateSummary, Phase, PromotionStatus, Transition
 
@@ -249,6 +251,66 @@ def test_approval_holds_the_promotion_until_someone_approves() -> None:
     assert decision.status.phase == "Promoting"
     assert decision.actions == (Promote("2", "promotion p1"),)
     assert "alice" in decision.status.message
+
+
+def inconclusive_gate(name: str = "paired.recall[3]") -> GateResult:
+    """An enforced paired gate that could show neither "no worse" nor "worse"."""
+    return GateResult(
+        name=name,
+        kind="paired",
+        metric="class/3/recall",
+        actual=-0.14,
+        threshold=-0.1,
+        comparison=">",
+        verdict="inconclusive",
+        enforced=True,
+        detail="recall -0.028 (0 gained, 1 lost of 36): lower bound -0.14 is not above -0.1",
+        statistics={"rows": 36, "championOnly": 1, "candidateOnly": 0, "rowsNeeded": 74},
+    )
+
+
+def test_inconclusive_gates_wait_for_a_person_with_the_evidence_then_go_on() -> None:
+    gates = GateSummary(passed=False, decision="inconclusive", inconclusive=[inconclusive_gate()])
+    waiting = step(at("Gating"), Observation(gates=gates))
+    assert waiting.status.phase == "AwaitingApproval"
+    assert waiting.status.reason == GATES_INCONCLUSIVE
+    assert waiting.actions == ()  # nothing registered before a person decides
+    assert "paired.recall[3] inconclusive -0.14" in waiting.status.message
+    assert waiting.status.gates is not None and waiting.status.gates.inconclusive[0].statistics["rows"] == 36
+    assert step(waiting.status, Observation()).actions == ()
+
+    approved = waiting.status.model_copy(update={"approved_by": "alice"})
+    regating = step(approved, Observation())
+    assert regating.status.phase == "Gating"
+    assert "alice" in regating.status.message and regating.actions == ()
+
+    registering = step(regating.status, Observation(gates=gates))
+    assert registering.actions == (RegisterModel("run1"),)
+    deploying = step(regating.status, Observation(gates=gates, registered_version="2"))
+    assert deploying.status.phase == "Deploying"
+    assert deploying.status.reason == "InconclusiveGatesApproved"
+    assert deploying.actions == (DeployPreview("2"),)
+
+
+def test_a_failed_gate_rejects_even_beside_an_inconclusive_one() -> None:
+    gates = GateSummary(
+        passed=False, decision="fail", failures=[failing_gate()], inconclusive=[inconclusive_gate()]
+    )
+    decision = step(at("Gating", approved_by="alice"), Observation(gates=gates))
+    assert decision.status.phase == "Rejected"
+
+
+def test_an_approval_of_inconclusive_gates_is_the_promotions_approval() -> None:
+    """A person who accepted the evidence is not asked again after the load test; its gates still hold."""
+    gated = promotion(approval={"required": True})
+    status = at("LoadTesting", approved_by="alice")
+    decision = step(status, Observation(load_test=LoadTestObservation(result()), champion="1"), gated)
+    assert decision.status.phase == "Promoting"
+
+
+def test_a_status_saved_before_decisions_existed_still_reads_its_verdict() -> None:
+    assert GateSummary(passed=True).outcome == "pass"
+    assert GateSummary(passed=False).outcome == "fail"
 
 
 # --- promotion, resumption, rollback --------------------------------------------------------------

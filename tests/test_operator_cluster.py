@@ -275,15 +275,19 @@ class Cluster:
 
         return client.CoreV1Api(self.api)
 
-    def apply(self, name: str, version: str | None = None, **budgets: float) -> dict[str, Any]:
+    def apply(
+        self, name: str, version: str | None = None, params: dict[str, Any] | None = None, **budgets: float
+    ) -> dict[str, Any]:
         """The example promotion, in the test namespace, with a short load test; `version`: promote
-        that registered version instead of training."""
+        that registered version instead of training; `params`: train with these changed."""
         document = yaml.safe_load((EXAMPLES / "digits" / "promotion.yaml").read_text())
         document["metadata"] = {"name": name, "namespace": NAMESPACE}
         load_test = {"users": 4, "spawnRate": 4, "duration": "3s", "maxP95Ms": 500, "maxErrorRate": 0.01}
         document["spec"]["rollout"] = {"name": ROLLOUT, "loadTest": load_test | budgets}
         if version is not None:
             document["spec"]["source"] = {"modelVersion": version}
+        if params is not None:
+            document["spec"]["source"]["train"]["params"] |= params
         created: dict[str, Any] = self.objects.create_namespaced_custom_object(
             GROUP, VERSION, NAMESPACE, PLURAL, document
         )
@@ -489,6 +493,23 @@ def test_a_load_test_over_budget_rejects_and_leaves_the_active_side_untouched(cl
     assert cluster.active_selector() == active  # ...and production never moved
     assert cluster.version_of_hash(active) == champion == _champion(cluster)
     assert cluster.events("digits-too-slow")[-1].type == "Warning"
+
+
+def test_a_candidate_with_one_degraded_class_is_rejected_by_its_paired_gate(cluster: Cluster) -> None:
+    """The example's paired gate, in the cluster: class 3 trained on mostly wrong labels is
+    significantly worse than @champion on the same held-out rows; nothing is registered or deployed."""
+    active = cluster.active_selector()
+    champion = _champion(cluster)
+    cluster.apply("digits-degraded", params={"label_noise": 0.8, "noisy_class": 3})
+    status = cluster.settled("digits-degraded")
+
+    assert (status["phase"], status["reason"]) == ("Rejected", "GatesFailed"), status
+    failures = {g["name"]: g for g in status["gates"]["failures"]}
+    assert "paired.recall[3]" in failures, failures
+    assert failures["paired.recall[3]"]["statistics"]["pHolm"] < 0.05
+    assert "modelVersion" not in status
+    assert cluster.active_selector() == active and _champion(cluster) == champion
+    assert cluster.events("digits-degraded")[-1].reason == "GatesFailed"
 
 
 def test_a_crashed_load_test_is_a_failure_never_a_pass(cluster: Cluster) -> None:

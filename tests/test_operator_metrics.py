@@ -70,10 +70,12 @@ def test_seeing_a_spec_initialises_its_counters_at_zero() -> None:
         "absolute.accuracy",
         "absolute.macro_f1",
         "perClass.f1",
-        "regression.accuracy",
+        "paired.recall",
+        "latency.p50Ratio",
         "loadTest.p95Ms",
     ):
         assert f"'gate': '{gate}', 'enforced': 'true'" in text
+    assert "'gate': 'regression.accuracy', 'enforced': 'false'" in text
 
 
 def test_gate_failures_are_counted_once_per_promotion_by_rule() -> None:

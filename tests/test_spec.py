@@ -54,7 +54,13 @@ def test_manifest_round_trips_with_every_default_spelled_out() -> None:
     manifest = promotion.to_manifest()
     assert parse_promotion(manifest) == promotion
     assert manifest["spec"]["source"]["train"]["git"] == {"revision": "HEAD"}
-    assert manifest["spec"]["gates"]["regression"] == {"metric": "accuracy", "maxDrop": 0.0, "enforce": True}
+    assert manifest["spec"]["gates"]["regression"] == {"metric": "accuracy", "maxDrop": 0.0, "enforce": False}
+    assert manifest["spec"]["gates"]["paired"] == {
+        "margin": 0.2,
+        "confidence": 0.95,
+        "minRows": 20,
+        "enforce": True,
+    }
 
 
 INVALID = [

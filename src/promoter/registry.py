@@ -112,7 +112,9 @@ class MlflowRegistry:
             return None
         return GateSummary(
             passed=report.passed,
+            decision=report.decision,
             failures=report.blocking_failures,
+            inconclusive=report.inconclusive,
             advisory_failures=[g for g in report.gates if not g.enforced and g.verdict == "fail"],
             report_uri=run_artifact_uri(run_id, GATE_REPORT_ARTIFACT),
         )

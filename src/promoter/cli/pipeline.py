@@ -1,4 +1,5 @@
-"""Commands that work on one candidate: train, evaluate, render its Workflow, list the pipelines."""
+"""Commands that work on one candidate: train, evaluate, reproduce, render its Workflow, list the
+pipelines."""
 
 from __future__ import annotations
 
@@ -7,12 +8,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from promoter.cli.app import EXIT_REJECTED, SpecArg, WorkdirOpt, app, err, load_spec, out, refuse
+from promoter.cli.app import (
+    EXIT_AWAITING,
+    EXIT_REJECTED,
+    SpecArg,
+    WorkdirOpt,
+    app,
+    err,
+    load_spec,
+    out,
+    refuse,
+)
 from promoter.promotion.spec import SpecError
 
+# How a gate's verdict reads in a table, wherever one is printed (evaluate, replay).
+VERDICT_COLOURS = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
+
 if TYPE_CHECKING:
+    from promoter.pipelines.reproduce import Reproduction
+    from promoter.pipelines.training import EpochMetrics
     from promoter.promotion.gates import GateReport
 
 PANEL = "One candidate"
@@ -72,12 +89,14 @@ def evaluate(
 ) -> None:
     """Evaluate the candidate and the current @champion on the held-out split and apply the gates.
 
-    Exits 0 when every enforced gate passes, 3 when one fails.
+    Exits 0 when every enforced gate passes, 3 when one fails, 4 when one is inconclusive (the
+    candidate is not shown worse, nor within the margin: a person decides).
     """
     promotion = load_spec(spec)  # first: a refused spec costs no MLflow import
 
     from promoter.pipelines.data import DataError
-    from promoter.pipelines.evaluate import EvaluationError, evaluate_candidate
+    from promoter.pipelines.evaluate import evaluate_candidate
+    from promoter.pipelines.scoring import EvaluationError
     from promoter.pipelines.tracking import resolve_workdir
 
     root = resolve_workdir(workdir)
@@ -89,8 +108,10 @@ def evaluate(
             refuse(str(exc))
     _print_gate_report(evaluation.report)
     out.print(f"gate report: {report_path}", highlight=False)
-    if not evaluation.report.passed:
+    if evaluation.report.decision == "fail":
         raise typer.Exit(EXIT_REJECTED)
+    if evaluation.report.decision == "inconclusive":
+        raise typer.Exit(EXIT_AWAITING)
 
 
 def _print_gate_report(report: GateReport) -> None:
@@ -99,24 +120,116 @@ def _print_gate_report(report: GateReport) -> None:
         title=f"gates for {report.model} (run {report.candidate.run_id[:12]}, champion {champion}, "
         f"{report.samples} held-out samples)"
     )
-    for column in ("gate", "actual", "threshold", "verdict", "enforced"):
+    for column in ("gate", "actual", "threshold", "verdict", "enforced", "detail"):
         table.add_column(column, justify="right" if column in ("actual", "threshold") else "left")
-    colours = {"pass": "green", "fail": "red", "skipped": "yellow"}
     for gate in report.gates:
         table.add_row(
-            gate.name,
+            escape(gate.name),  # `latency.p50Ratio[batch32]`: a name, not markup
             "-" if gate.actual is None else f"{gate.actual:.4f}",
-            "-" if gate.threshold is None else f">= {gate.threshold:.4f}",
-            f"[{colours[gate.verdict]}]{gate.verdict}[/]",
+            "-" if gate.threshold is None else f"{gate.comparison} {gate.threshold:.4f}",
+            f"[{VERDICT_COLOURS[gate.verdict]}]{gate.verdict}[/]",
             "yes" if gate.enforced else "advisory",
+            escape(gate.detail),
         )
     out.print(table)
-    verdict = (
-        "[green]PASSED[/green]"
-        if report.passed
-        else ("[red]FAILED[/red]: " + ", ".join(g.name for g in report.blocking_failures))
-    )
+    if report.decision == "pass":
+        verdict = "[green]PASSED[/green]"
+    elif report.decision == "fail":
+        verdict = "[red]FAILED[/red]: " + escape(", ".join(g.name for g in report.blocking_failures))
+    else:
+        names = escape(", ".join(g.name for g in report.inconclusive))
+        verdict = f"[yellow]INCONCLUSIVE[/yellow]: {names} (a person decides: `promoter approve`)"
     out.print(f"decision: {verdict}")
+
+
+@app.command(rich_help_panel=PANEL)
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="The candidate's MLflow run id.", show_default=False)],
+    workdir: WorkdirOpt = None,
+    gpu_tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="The largest difference of any held-out metric accepted when the run or this "
+            "retraining used CUDA (on CPU alone they must be identical). Default: 0.01",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reproduction as JSON.")] = False,
+) -> None:
+    """Retrain a run from its recorded lineage (commit, data hash, config and seed) and compare its
+    held-out metrics with the original's: identical on CPU, within --gpu-tolerance with CUDA.
+
+    Nothing is logged or registered. The code running must be the run's commit. Exits 0 when the run
+    is reproduced, 3 when it is not (changed data, another config, a dirty checkout, metrics that
+    differ), 2 when it cannot be retrained here.
+    """
+    from promoter.pipelines.reproduce import DEFAULT_GPU_TOLERANCE, ReproductionError, reproduce_run
+    from promoter.pipelines.tracking import resolve_workdir
+
+    def report_epoch(metrics: EpochMetrics) -> None:
+        err.print(
+            f"epoch {metrics.epoch}: loss {metrics.train_loss:.4f}  val/accuracy {metrics.val_accuracy:.4f}",
+            highlight=False,
+        )
+
+    err.print(f"reproducing run {run_id}", highlight=False)
+    try:
+        reproduction = reproduce_run(
+            run_id,
+            resolve_workdir(workdir),
+            gpu_tolerance=DEFAULT_GPU_TOLERANCE if gpu_tolerance is None else gpu_tolerance,
+            on_epoch=report_epoch,
+        )
+    except ReproductionError as exc:
+        refuse(str(exc))
+    if as_json:
+        sys.stdout.write(reproduction.to_json() + "\n")
+    else:
+        _print_reproduction(reproduction)
+    if not reproduction.reproduced:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _print_reproduction(reproduction: Reproduction) -> None:
+    """Every overall metric; of the per-class ones (many), only those that moved."""
+    from promoter.pipelines.metrics import CLASS_METRIC_PREFIX
+
+    table = Table(
+        title=f"run {reproduction.run_id} at {reproduction.git_commit[:12]}, data "
+        f"{reproduction.data_version} ({reproduction.recorded_data_sha256[:12]}…): trained on "
+        f"{reproduction.original_device}, retrained on {reproduction.device}"
+    )
+    for column in ("metric", "original", "reproduced", "difference"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    shown = [
+        diff
+        for diff in reproduction.diffs
+        if not diff.name.startswith(CLASS_METRIC_PREFIX) or diff.difference != 0
+    ]
+    for diff in shown:
+        moved = abs(diff.difference) > reproduction.tolerance
+        difference = "0" if diff.difference == 0 else f"{diff.difference:+.6f}"
+        table.add_row(
+            diff.name,
+            f"{diff.original:.6f}",
+            f"{diff.reproduced:.6f}",
+            f"[red]{difference}[/red]" if moved else difference,
+        )
+    if reproduction.diffs:
+        out.print(table)
+        unchanged = len(reproduction.diffs) - len(shown)
+        if unchanged:
+            out.print(f"{unchanged} per-class metrics identical, not shown", highlight=False)
+    for problem in reproduction.problems:
+        out.print(f"[red]problem:[/red] {escape(problem)}", highlight=False)
+    if reproduction.reproduced:
+        within = "identical" if reproduction.tolerance == 0 else f"within {reproduction.tolerance:g}"
+        out.print(f"verdict: [green]REPRODUCED[/green]: every held-out metric {within}", highlight=False)
+    else:
+        out.print(
+            f"verdict: [red]NOT REPRODUCED[/red]: {len(reproduction.problems)} problem(s)", highlight=False
+        )
 
 
 @app.command(rich_help_panel=PANEL)

@@ -91,7 +91,13 @@ def _message(
     served = f" in image {image}" if image else ""
     origin = f" (from git {status.git_commit})" if status.git_commit else ""
     gates = status.gates
-    gate_line = "no gate report" if gates is None else ("passed" if gates.passed else "FAILED")
+    if gates is None:
+        gate_line = "no gate report"
+    elif gates.outcome == "inconclusive":
+        names = ", ".join(g.name for g in gates.inconclusive)
+        gate_line = f"inconclusive ({names}), approved by {status.approved_by or 'nobody'}"
+    else:
+        gate_line = "passed" if gates.outcome == "pass" else "FAILED"
     if gates is not None and gates.advisory_failures:
         gate_line += f"; advisory failures: {', '.join(g.name for g in gates.advisory_failures)}"
     if gates is not None and gates.report_uri:

@@ -10,10 +10,12 @@ Under GitOps (an `Environment` that requires git), a promotion is acted on only 
 has traced it to the commit Argo CD synced it from; an environment that publishes records commits,
 after its own promotion, the ModelPromotion the next environment is to run (the production record).
 
-Phases: Pending -> Training -> Evaluating -> Gating -> Deploying -> LoadTesting -> [AwaitingApproval]
--> Promoting -> Promoted, or Rejected (a gate said no), Failed (something broke), RolledBack. A
-registered version (`source.modelVersion`) skips Training, never Evaluating: a version that was
-rolled back must pass today's gates against today's champion before it serves again.
+Phases: Pending -> Training -> Evaluating -> Gating -> [AwaitingApproval] -> Deploying -> LoadTesting
+-> [AwaitingApproval] -> Promoting -> Promoted, or Rejected (a gate said no), Failed (something
+broke), RolledBack. A person is asked after Gating when a paired gate is inconclusive, and after the
+load test when the spec requires approval. A registered version (`source.modelVersion`) skips
+Training, never Evaluating: a version that was rolled back must pass today's gates against today's
+champion before it serves again.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ PREVIEW_DEADLINE = timedelta(minutes=10)
 ROLLOUT_NOT_FOUND = "RolloutNotFound"  # the status reason while the spec's Rollout does not exist
 NOT_SYNCED_YET = "AwaitingGitSync"  # the status reason while a GitOps environment traces the promotion
 RECORD_PUBLISHED = "RecordPublished"  # the condition saying the production record is committed
+# The reason a promotion waits for a person after Gating: no gate failed, but an enforced paired gate
+# could show neither "no worse" nor "worse" (AwaitingApproval also follows a load test when
+# spec.approval.required).
+GATES_INCONCLUSIVE = "GatesInconclusive"
 _T = TypeVar("_T")
 
 
@@ -495,18 +501,25 @@ class _Machine:
         if gates is None:
             return self._fail("NoGateReport", f"run {self.status.run_id} has no gate report")
         self.status.gates = gates
-        if not gates.passed:
+        if gates.outcome == "fail":
             return self._reject("GatesFailed", _describe(gates.failures))
+        reason = "GatesPassed"
+        if gates.outcome == "inconclusive":
+            if self.status.approved_by is None:
+                message = _describe(gates.inconclusive) + "; waiting for `promoter approve`"
+                self._enter("AwaitingApproval", GATES_INCONCLUSIVE, message)
+                return ()
+            reason = "InconclusiveGatesApproved"
         version = self.spec.source.model_version
         if version is not None:  # already registered: nothing to register, but it may have been deleted
             if self._registered != version:
                 return self._fail("UnknownModelVersion", f"{self.spec.model} no longer has version {version}")
-            return self._deploy_or_promote("GatesPassed", f"registered version {version}")
+            return self._deploy_or_promote(reason, f"registered version {version}")
         if self._registered is None:
             assert self.status.run_id is not None  # set when leaving Training
             return (RegisterModel(self.status.run_id),)
         self.status.model_version = self._registered
-        return self._deploy_or_promote("GatesPassed", f"registered as version {self.status.model_version}")
+        return self._deploy_or_promote(reason, f"registered as version {self.status.model_version}")
 
     def _deploy_or_promote(self, reason: str, message: str) -> tuple[Action, ...]:
         version = self._candidate()
@@ -560,7 +573,14 @@ class _Machine:
     def _awaitingapproval(self) -> tuple[Action, ...]:
         if self.status.approved_by is None:
             return ()
-        return self._start_promoting("Approved", f"approved by {self.status.approved_by}")
+        approved = f"approved by {self.status.approved_by}"
+        last = self.status.history[-1] if self.status.history else None
+        if last is not None and last.reason == GATES_INCONCLUSIVE:
+            # Back to Gating, which reads the report again next round and goes on: the approval is
+            # the promotion's (approval.required does not ask twice); the load test still gates.
+            self._enter("Gating", "Approved", approved + ": inconclusive gates accepted")
+            return ()
+        return self._start_promoting("Approved", approved)
 
     def _start_promoting(self, reason: str, message: str) -> tuple[Action, ...]:
         version = self._candidate()
@@ -650,12 +670,14 @@ class _Machine:
 
 
 def _describe(failures: list[GateResult], shown: int = 3) -> str:
-    """The first few blocking gates, readable in one line; the full list is in the status and report."""
+    """The first few blocking (or inconclusive) gates, readable in one line; the full list is in the
+    status and report."""
     parts = []
     for gate in failures[:shown]:
         actual = "missing" if gate.actual is None else f"{gate.actual:.4g}"
         threshold = "?" if gate.threshold is None else f"{gate.threshold:.4g}"
-        parts.append(f"{gate.name} {actual} (needs {gate.comparison} {threshold})")
+        verdict = " inconclusive" if gate.verdict == "inconclusive" else ""
+        parts.append(f"{gate.name}{verdict} {actual} (needs {gate.comparison} {threshold})")
     if len(failures) > shown:
         parts.append(f"and {len(failures) - shown} more")
     return "; ".join(parts) or "a gate failed"

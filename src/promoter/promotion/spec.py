@@ -99,6 +99,12 @@ class _Model(BaseModel):
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class DataRef(_Model):
+    version: str = Field(min_length=1)
+    # Optional pin: when set, training refuses data whose content hash differs.
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
 class Threshold(_Model):
     """A floor on a metric. `enforce: false` makes the gate advisory: evaluated, reported, never blocking."""
 
@@ -118,12 +124,78 @@ class RegressionGate(_Model):
     enforce: bool = True
 
 
-class Gates(_Model):
-    """Offline gates, evaluated on the held-out split. A bare number is shorthand for `{min: N}`."""
+# One-sided confidence of the paired intervals: below 0.5 a "lower bound" is above the point value.
+Confidence = Annotated[float, Field(ge=0.5, lt=1.0)]
+
+
+class PairedGate(_Model):
+    """Per class, the candidate's recall against the champion's on the same held-out rows.
+
+    A class passes when the lower bound of its paired difference (Newcombe's method 10) is above
+    `-margin`; it fails when it is significantly worse (exact McNemar, Holm across classes) by more
+    than the margin; anything else, or a class with fewer than `min_rows` rows, is inconclusive and
+    waits for a person (AwaitingApproval). With 32-44 rows per digit class the feasible margin is
+    about 0.05-0.09 (README, "Gates")."""
+
+    margin: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    confidence: Confidence = 0.95
+    min_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    enforce: bool = True
+
+
+class MinGain(_Model):
+    """The candidate must beat the champion by at least `min` on `metric`, judged on the lower bound
+    of the paired interval rather than the point value: a gain the test set cannot show is none."""
+
+    metric: str = Field(
+        default="accuracy",
+        pattern=r"^(accuracy|class/[^/]+/recall)$",
+        description="accuracy, or class/<name>/recall: a proportion over the same rows for both models.",
+    )
+    min: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    confidence: Confidence = 0.95
+    enforce: bool = True
+
+
+class LatencyGate(_Model):
+    """Forward latency of candidate and champion, measured in the same evaluation process on the same
+    inputs, at batch 1 and at `batch_size`: a model twice as slow blocks whatever its accuracy."""
+
+    batch_size: Annotated[int, Field(ge=2, le=4096)] = 32
+    rounds: Annotated[int, Field(ge=10, le=10_000)] = 50
+    max_p95_ms: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="The candidate's p95 at batch 1, in milliseconds."
+    )
+    max_ratio: Annotated[float, Field(ge=1.0)] | None = Field(
+        default=None,
+        description="Candidate median over champion median, at batch 1 and at batchSize (medians: a "
+        "p95 on a busy machine measures the scheduler).",
+    )
+    enforce: bool = True
+
+    @model_validator(mode="after")
+    def _a_budget(self) -> LatencyGate:
+        if self.max_p95_ms is None and self.max_ratio is None:
+            raise ValueError("set maxP95Ms, maxRatio or both: a latency gate without a budget gates nothing")
+        return self
+
+
+class ReproducibilityGate(_Model):
+    """Opt-in: retrain from the candidate's recorded lineage and compare the held-out metrics.
+    Identical on CPU; within `gpu_tolerance` when either training ran on CUDA (its kernels are not
+    bit-for-bit deterministic)."""
+
+    gpu_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    enforce: bool = True
+
+
+class SetGates(_Model):
+    """The gates one evaluation set is judged by. A bare number is shorthand for `{min: N}`."""
 
     absolute: dict[str, Threshold] = Field(default_factory=dict)
     per_class: dict[str, Threshold] = Field(default_factory=dict)
-    regression: RegressionGate | None = None
+    paired: PairedGate | None = None
+    min_gain: MinGain | None = None
 
     @field_validator("absolute", "per_class", mode="before")
     @classmethod
@@ -133,10 +205,21 @@ class Gates(_Model):
         return value
 
 
-class DataRef(_Model):
-    version: str = Field(min_length=1)
-    # Optional pin: when set, training refuses data whose content hash differs.
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+class EvaluationSet(SetGates):
+    """Another data version (recent production traffic, labelled later, say), evaluated in the same
+    step as the held-out split with thresholds of its own, and reported apart. Every row of it is
+    evaluated: no model trained on it."""
+
+    data: DataRef
+
+
+class Gates(SetGates):
+    """Offline gates, evaluated on the held-out split (and on any `datasets`)."""
+
+    regression: RegressionGate | None = None
+    latency: LatencyGate | None = None
+    reproducibility: ReproducibilityGate | None = None
+    datasets: dict[DnsName, EvaluationSet] = Field(default_factory=dict, max_length=8)
 
 
 class GitRef(_Model):

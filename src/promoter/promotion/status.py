@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from promoter.promotion.gates import GateResult
+from promoter.promotion.gates import Decision, GateResult
 
 Phase = Literal[
     "Pending",
@@ -81,12 +81,23 @@ class LoadTestResult(_Status):
 
 
 class GateSummary(_Status):
-    """The decision of a gate report and the gates that blocked; the full report is an MLflow artifact."""
+    """The decision of a gate report and the gates behind it; the full report is an MLflow artifact.
+
+    `inconclusive` holds the evidence a person approves or not (AwaitingApproval): the paired
+    statistics of every class that could not be shown no worse, nor worse."""
 
     passed: bool
+    decision: Decision | None = None  # None in statuses saved before it existed: `passed` says it
     failures: list[GateResult] = Field(default_factory=list)
+    inconclusive: list[GateResult] = Field(default_factory=list)
     advisory_failures: list[GateResult] = Field(default_factory=list)
     report_uri: str = ""
+
+    @property
+    def outcome(self) -> Decision:
+        if self.decision is not None:
+            return self.decision
+        return "pass" if self.passed else "fail"
 
 
 class ProductionRecord(_Status):
