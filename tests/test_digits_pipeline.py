@@ -206,3 +206,24 @@ def test_evaluating_against_the_wrong_spec_or_run_is_refused(trained: Trained, t
     assert result.returncode == 2 and "trained by pipeline 'digits' on data 'v1'" in result.stderr
     result = run_cli("evaluate", GOOD, "--run-id", "0" * 32, "--workdir", trained.workdir)
     assert result.returncode == 2 and "no MLflow run" in result.stderr
+
+
+def test_a_stricter_gate_definition_replays_on_the_reports_evaluate_wrote(trained: Trained) -> None:
+    """`promoter gates replay` reads what `promoter evaluate` recorded: a floor above the good runs'
+    held-out accuracy (0.989) would have blocked both, and says which gate, at what value."""
+    stricter = write_spec(
+        trained.workdir / "stricter.yaml",
+        GOOD.read_text().replace("absolute: {accuracy: 0.95,", "absolute: {accuracy: 0.995,"),
+    )
+
+    result = run_cli("gates", "replay", stricter, "--workdir", trained.workdir, "--json")
+
+    assert result.returncode == 0, result.stderr
+    replayed = {entry["run_id"]: entry for entry in json.loads(result.stdout)}
+    for run_id in trained.good:
+        entry = replayed[run_id]
+        assert entry["error"] is None and (entry["then"], entry["now"]) == ("pass", "fail")
+        [change] = entry["changed"]
+        assert change["gate"]["name"] == "absolute.accuracy" and change["gate"]["threshold"] == 0.995
+        assert change["was"]["verdict"] == "pass" and change["gate"]["verdict"] == "fail"
+        assert change["gate"]["actual"] == change["was"]["actual"] < 0.995

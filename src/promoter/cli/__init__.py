@@ -9,7 +9,7 @@ from __future__ import annotations
 from promoter.cli.app import app
 
 # isort: off
-from promoter.cli import pipeline, local, serve, cluster, gitops
+from promoter.cli import pipeline, gates, local, serve, cluster, gitops
 # isort: on
 
-__all__ = ["app", "cluster", "gitops", "local", "pipeline", "serve"]
+__all__ = ["app", "cluster", "gates", "gitops", "local", "pipeline", "serve"]
