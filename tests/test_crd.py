@@ -26,6 +26,15 @@ def test_the_committed_crd_is_the_one_the_spec_generates() -> None:
     )
 
 
+def test_the_crd_renders_the_same_after_hera_changed_pyyaml() -> None:
+    """Hera replaces PyYAML's str representer on import (multi-line strings as `|` blocks): the CRD
+    must not depend on whether a process imported Hera before rendering it."""
+    import hera.workflows  # noqa: F401  (imported for its side effect on PyYAML)
+
+    assert yaml.safe_dump({"d": "two\nlines"}).startswith("d: |")  # the condition under test holds
+    assert render() == CRD_FILE.read_text()
+
+
 def _example() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((EXAMPLES / "digits" / "promotion.yaml").read_text())
     return document
