@@ -30,7 +30,7 @@ from promoter.pipelines.scoring import score_bundle
 from promoter.pipelines.tracking import configure_tracking
 from promoter.pipelines.train import GIT_REVISION_PARAM, RESOURCES_PARAM, fit, resolved_config
 from promoter.pipelines.training import EpochMetrics, describe_device, pick_device
-from promoter.promotion.gates import ReproductionEvidence
+from promoter.promotion.gates import ReproductionEvidence, metrics_beyond, reproduction_tolerance
 from promoter.promotion.names import (
     CONFIG_SHA_TAG,
     DATA_SHA_TAG,
@@ -57,8 +57,6 @@ LINEAGE = (
     MODEL_TAG,
     DEVICE_TAG,
 )
-# How many of the metrics beyond tolerance a problem names (the worst first); the diffs list them all.
-WORST_NAMED = 3
 
 
 class ReproductionError(RuntimeError):
@@ -163,7 +161,7 @@ def reproduce_run(
     config_hash = _recorded_config_hash(tags, params, original.manifest, config, dataset)
     device = pick_device()
     used_cuda = device.type == "cuda" or tags[DEVICE_TAG].startswith("cuda")
-    tolerance = gpu_tolerance if used_cuda else 0.0
+    tolerance = reproduction_tolerance(gpu_tolerance, used_cuda)
 
     problems: list[str] = []
     not_the_commit = f"has uncommitted changes: its code is not commit {commit}"
@@ -192,7 +190,8 @@ def reproduce_run(
         before = score_bundle(original, dataset, f"run {run_id}").flat()
         after = score_bundle(retrained, dataset, f"the retrained run {run_id}").flat()
         diffs = tuple(MetricDiff(name, before[name], after[name]) for name in before)
-        problems.extend(_beyond(diffs, tolerance))
+        beyond = metrics_beyond({diff.name: (diff.original, diff.reproduced) for diff in diffs}, tolerance)
+        problems.extend([beyond] if beyond is not None else [])
 
     return Reproduction(
         run_id=run_id,
@@ -266,20 +265,3 @@ def _running_code(run_id: str, commit: str) -> CodeRevision:
             f"{running.commit}: reproduce it from a checkout (or an image) of {commit[:12]}"
         )
     return running
-
-
-def _beyond(diffs: tuple[MetricDiff, ...], tolerance: float) -> list[str]:
-    """One problem naming the worst metrics whose |difference| exceeds the tolerance, if any does."""
-    beyond = sorted(
-        (diff for diff in diffs if abs(diff.difference) > tolerance),
-        key=lambda diff: abs(diff.difference),
-        reverse=True,
-    )
-    if not beyond:
-        return []
-    worst = ", ".join(
-        f"{diff.name} {diff.original:.6f} -> {diff.reproduced:.6f} ({diff.difference:+.6f})"
-        for diff in beyond[:WORST_NAMED]
-    )
-    more = f" and {len(beyond) - WORST_NAMED} more" if len(beyond) > WORST_NAMED else ""
-    return [f"{len(beyond)} held-out metrics differ by more than {tolerance:g}: {worst}{more}"]

@@ -35,7 +35,6 @@ from promoter.promotion.spec import (
     RegressionGate,
     ReproducibilityGate,
     SetGates,
-    Threshold,
 )
 
 Verdict = Literal["pass", "fail", "inconclusive", "skipped"]
@@ -249,7 +248,7 @@ def evaluate_gates(
     not silently pass. Evidence a report does not hold at all (a set not evaluated, a reproduction or
     latency not measured: an older report being replayed) skips the gate, saying so.
     """
-    results = set_gates(gates.absolute, gates.per_class, gates.paired, gates.min_gain, held_out)
+    results = set_gates(gates, held_out)
     if gates.regression is not None:
         results.append(_regression(gates.regression, held_out.candidate, held_out.champion))
     if gates.latency is not None:
@@ -261,37 +260,30 @@ def evaluate_gates(
         evidence = (datasets or {}).get(name)
         if evidence is None:
             why = f"evaluation set {name!r} was not evaluated"
-            results.append(_not_measured(prefix.rstrip("/"), "absolute", why))
+            results.append(_skipped(prefix.rstrip("/"), "absolute", "", why))
             continue
         results += [
-            result.model_copy(update={"name": prefix + result.name})
-            for result in set_gates(rules.absolute, rules.per_class, rules.paired, rules.min_gain, evidence)
+            result.model_copy(update={"name": prefix + result.name}) for result in set_gates(rules, evidence)
         ]
     return results
 
 
-def set_gates(
-    absolute: Mapping[str, Threshold],
-    per_class: Mapping[str, Threshold],
-    paired: PairedGate | None,
-    min_gain: MinGain | None,
-    evidence: SetEvidence,
-) -> list[GateResult]:
+def set_gates(rules: SetGates, evidence: SetEvidence) -> list[GateResult]:
     """The gates any evaluation set can have: floors on the candidate, and paired against the champion."""
     candidate = evidence.candidate
     results = [
         _floor(absolute_gate(metric), "absolute", metric, candidate.get(metric), rule.min, rule.enforce)
-        for metric, rule in absolute.items()
+        for metric, rule in rules.absolute.items()
     ]
-    for metric, rule in per_class.items():
+    for metric, rule in rules.per_class.items():
         for class_name in evidence.class_names:
             key = _class_metric(class_name, metric)
             name = f"{per_class_gate(metric)}[{class_name}]"
             results.append(_floor(name, "per_class", key, candidate.get(key), rule.min, rule.enforce))
-    if paired is not None:
-        results += _paired(paired, evidence)
-    if min_gain is not None:
-        results.append(_min_gain(min_gain, evidence))
+    if rules.paired is not None:
+        results += _paired(rules.paired, evidence)
+    if rules.min_gain is not None:
+        results.append(_min_gain(rules.min_gain, evidence))
     return results
 
 
@@ -300,20 +292,8 @@ def _class_metric(class_name: str, metric: str) -> str:
     return f"class/{class_name}/{metric}"
 
 
-def _not_measured(name: str, kind: GateKind, detail: str, enforce: bool = True) -> GateResult:
-    return GateResult(
-        name=name,
-        kind=kind,
-        metric="",
-        actual=None,
-        threshold=None,
-        verdict="skipped",
-        enforced=enforce,
-        detail=detail,
-    )
-
-
-def _no_champion(name: str, kind: GateKind, metric: str, enforce: bool) -> GateResult:
+def _skipped(name: str, kind: GateKind, metric: str, detail: str, enforce: bool = True) -> GateResult:
+    """Nothing to judge (no champion yet, evidence a report does not hold): said, never a pass."""
     return GateResult(
         name=name,
         kind=kind,
@@ -322,8 +302,12 @@ def _no_champion(name: str, kind: GateKind, metric: str, enforce: bool) -> GateR
         threshold=None,
         verdict="skipped",
         enforced=enforce,
-        detail="no @champion yet: nothing to compare with",
+        detail=detail,
     )
+
+
+NO_CHAMPION = "no @champion yet: nothing to compare with"
+NOT_RECORDED = "paired outcomes were not recorded"
 
 
 def _paired(rule: PairedGate, evidence: SetEvidence) -> list[GateResult]:
@@ -333,9 +317,9 @@ def _paired(rule: PairedGate, evidence: SetEvidence) -> list[GateResult]:
     than the margin; inconclusive otherwise, saying how many rows the margin would need."""
     family = paired_gate()
     if evidence.champion is None:
-        return [_no_champion(family, "paired", PAIRED_METRIC, rule.enforce)]
+        return [_skipped(family, "paired", PAIRED_METRIC, NO_CHAMPION, rule.enforce)]
     if evidence.paired is None:
-        return [_not_measured(family, "paired", "paired outcomes were not recorded", rule.enforce)]
+        return [_skipped(family, "paired", PAIRED_METRIC, NOT_RECORDED, rule.enforce)]
     z = z_one_sided(rule.confidence)
     alpha = 1.0 - rule.confidence
     tables = [
@@ -403,9 +387,9 @@ def _min_gain(rule: MinGain, evidence: SetEvidence) -> GateResult:
     """The lower bound of the paired interval of candidate - champion must reach `min`."""
     name = min_gain_gate(rule.metric)
     if evidence.champion is None:
-        return _no_champion(name, "min_gain", rule.metric, rule.enforce)
+        return _skipped(name, "min_gain", rule.metric, NO_CHAMPION, rule.enforce)
     if evidence.paired is None:
-        return _not_measured(name, "min_gain", "paired outcomes were not recorded", rule.enforce)
+        return _skipped(name, "min_gain", rule.metric, NOT_RECORDED, rule.enforce)
     if rule.metric == "accuracy":
         counts: PairedCounts | None = evidence.paired.overall
     else:
@@ -453,7 +437,7 @@ def _latency(rule: LatencyGate, evidence: SetEvidence) -> list[GateResult]:
         name, metric = latency_gate("p95Ms"), latency_metric(1, "p95")
         actual = candidate.get(metric)
         if actual is None:
-            results.append(_not_measured(name, "latency", f"{metric} was not measured", rule.enforce))
+            results.append(_skipped(name, "latency", metric, f"{metric} was not measured", rule.enforce))
         else:
             results.append(
                 GateResult(
@@ -473,12 +457,12 @@ def _latency(rule: LatencyGate, evidence: SetEvidence) -> list[GateResult]:
     for batch in (1, rule.batch_size):
         name, metric = latency_gate("p50Ratio") + f"[batch{batch}]", latency_metric(batch, "p50")
         if champion is None:
-            results.append(_no_champion(name, "latency", metric, rule.enforce))
+            results.append(_skipped(name, "latency", metric, NO_CHAMPION, rule.enforce))
             continue
         mine, theirs = candidate.get(metric), champion.get(metric)
         if mine is None or theirs is None or theirs <= 0:
             results.append(
-                _not_measured(name, "latency", f"{metric} was not measured for both", rule.enforce)
+                _skipped(name, "latency", metric, f"{metric} was not measured for both", rule.enforce)
             )
             continue
         ratio = mine / theirs
@@ -504,38 +488,56 @@ def _reproducibility(rule: ReproducibilityGate, evidence: ReproductionEvidence |
     tolerance when CUDA trained either (its kernels are not bit-for-bit deterministic)."""
     name = reproducibility_gate()
     if evidence is None:
-        return _not_measured(name, "reproducibility", "the candidate was not retrained", rule.enforce)
-    tolerance = rule.gpu_tolerance if evidence.cuda else 0.0
+        return _skipped(name, "reproducibility", "", "the candidate was not retrained", rule.enforce)
+    tolerance = reproduction_tolerance(rule.gpu_tolerance, evidence.cuda)
     problems = list(evidence.problems)
-    differences = sorted(
-        (
-            (abs(reproduced - original), metric, original, reproduced)
-            for metric, (original, reproduced) in evidence.metrics.items()
-        ),
-        reverse=True,
-    )
-    worst = differences[0][0] if differences else None
-    beyond = [d for d in differences if d[0] > tolerance]
-    if beyond:
-        shown = ", ".join(
-            f"{metric} {original:.4f} -> {reproduced:.4f}" for _, metric, original, reproduced in beyond[:3]
-        )
-        more = f" and {len(beyond) - 3} more" if len(beyond) > 3 else ""
-        problems.append(f"{len(beyond)} held-out metrics differ beyond {tolerance:g}: {shown}{more}")
+    beyond = metrics_beyond(evidence.metrics, tolerance)
+    if beyond is not None:
+        problems.append(beyond)
     if not evidence.metrics and not problems:
         problems.append("no held-out metric was compared")
+    differences = [abs(reproduced - original) for original, reproduced in evidence.metrics.values()]
     where = f"retrained on {evidence.device} (original: {evidence.original_device})"
     return GateResult(
         name=name,
         kind="reproducibility",
         metric="max |difference| of held-out metrics",
-        actual=worst,
+        actual=max(differences, default=None),
         threshold=tolerance,
         comparison="<=",
         verdict="fail" if problems else "pass",
         enforced=rule.enforce,
         detail="; ".join([*problems, where]),
     )
+
+
+def reproduction_tolerance(gpu_tolerance: float, cuda: bool) -> float:
+    """The largest |difference| a retrained model may show: none on CPU, where training is bit for
+    bit deterministic; `gpu_tolerance` when CUDA trained either side."""
+    return gpu_tolerance if cuda else 0.0
+
+
+def metrics_beyond(
+    metrics: Mapping[str, tuple[float, float]], tolerance: float, shown: int = 3
+) -> str | None:
+    """One problem naming the worst metrics (original, reproduced) whose |difference| exceeds the
+    tolerance, or None: the gate's judgement, and `promoter reproduce`'s."""
+    beyond = sorted(
+        (
+            (metric, original, reproduced)
+            for metric, (original, reproduced) in metrics.items()
+            if abs(reproduced - original) > tolerance
+        ),
+        key=lambda item: abs(item[2] - item[1]),
+        reverse=True,
+    )
+    if not beyond:
+        return None
+    worst = ", ".join(
+        f"{metric} {original:.4f} -> {reproduced:.4f}" for metric, original, reproduced in beyond[:shown]
+    )
+    more = f" and {len(beyond) - shown} more" if len(beyond) > shown else ""
+    return f"{len(beyond)} held-out metrics differ beyond {tolerance:g}: {worst}{more}"
 
 
 def _regression(
